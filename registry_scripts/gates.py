@@ -1,0 +1,87 @@
+"""Checks a candidate must pass before it may serve in Production."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from registry_scripts.registry import Version
+
+METRIC = "holdout_roc_auc"
+ADDITIVITY_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """Outcome of one gate; `overridable` gates may be bypassed with --force."""
+
+    name: str
+    passed: bool
+    detail: str
+    overridable: bool = False
+
+
+def holdout_auc(client: MlflowClient, version: Version) -> float | None:
+    """The version's holdout ROC AUC from its training run, else from its tag."""
+    if version.run_id:
+        try:
+            value = client.get_run(version.run_id).data.metrics.get(METRIC)
+        except MlflowException:
+            value = None
+        if value is not None:
+            return float(value)
+    tagged = version.tags.get(METRIC)
+    try:
+        return float(tagged) if tagged is not None else None
+    except ValueError:
+        return None
+
+
+def check_loads_and_explains(name: str, version: Version) -> GateResult:
+    """The candidate loads, predicts its own input example, and its explanations add up."""
+    gate = "loads-and-explains"
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{name}/{version.number}")
+        example = model.input_example
+        if example is None:
+            return GateResult(gate, False, "the model was logged without an input example")
+        output = model.predict(pd.DataFrame(example))
+    except Exception as exc:  # A gate reports any failure of the candidate rather than crashing.
+        return GateResult(gate, False, f"loading or predicting failed: {type(exc).__name__}: {exc}")
+    required = {"score", "base_value", "contributions"}
+    if not isinstance(output, pd.DataFrame) or not required <= set(output.columns):
+        return GateResult(gate, False, f"output lacks the columns {sorted(required)}")
+    scores = output["score"].to_numpy(dtype=np.float64)
+    if not np.all((scores > 0) & (scores < 1)):
+        return GateResult(gate, False, f"scores outside (0, 1): {scores.tolist()}")
+    worst = 0.0
+    for score, base, contributions in zip(scores, output["base_value"], output["contributions"], strict=True):
+        logit = math.log(score / (1 - score))
+        worst = max(worst, abs(float(base) + sum(contributions.values()) - logit))
+    if worst > ADDITIVITY_TOLERANCE:
+        return GateResult(gate, False, f"base_value + contributions differs from logit(score) by {worst:.2e}")
+    return GateResult(gate, True, f"predicted {len(output)} example rows; additivity error {worst:.1e}")
+
+
+def check_metric(client: MlflowClient, candidate: Version, current: Version | None, tolerance: float) -> GateResult:
+    """The candidate's holdout ROC AUC is not worse than production's by more than the tolerance."""
+    gate = "holdout-roc-auc"
+    mine = holdout_auc(client, candidate)
+    if mine is None:
+        return GateResult(gate, False, f"version {candidate.number} has no {METRIC} metric", overridable=True)
+    if current is None or current.number == candidate.number:
+        return GateResult(gate, True, f"{METRIC} {mine:.4f}; no other version in Production", overridable=True)
+    theirs = holdout_auc(client, current)
+    if theirs is None:
+        return GateResult(gate, True, f"{METRIC} {mine:.4f}; production version {current.number} has none",
+                          overridable=True)
+    passed = mine >= theirs - tolerance
+    relation = "within" if passed else "worse than"
+    return GateResult(gate, passed, f"{METRIC} {mine:.4f} vs production version {current.number} {theirs:.4f}: "
+                      f"{relation} the tolerance {tolerance}", overridable=True)

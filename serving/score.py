@@ -1,0 +1,80 @@
+"""Score and explain rows of a CSV with a registered model: `python -m serving.score`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def model_uri(name: str, alias: str | None, stage: str | None) -> str:
+    """`models:/name@alias` or `models:/name/Stage`."""
+    return f"models:/{name}/{stage}" if stage else f"models:/{name}@{alias or 'production'}"
+
+
+def explain_lines(row: pd.Series, id_column: str | None) -> str:
+    """One entity's score, label and strongest drivers in words."""
+    who = f"{id_column} {row[id_column]}" if id_column and id_column in row else f"row {row.name}"
+    head = f"{who}: score {row['score']:.3f} -> {row['prediction']} (threshold {row['threshold']:.3f})"
+    drivers = sorted(row["contributions"].items(), key=lambda item: -abs(item[1]))
+    parts = [f"{name} {'raises' if value > 0 else 'lowers'} it by {abs(value):.2f}" for name, value in drivers]
+    return head + ("\n    " + "; ".join(parts) if parts else "")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(prog="python -m serving.score", description=__doc__)
+    parser.add_argument("--model", required=True, help="registered model name")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--alias", default=None, help="alias to load (default: production)")
+    where.add_argument("--stage", default=None, choices=["Staging", "Production"], help="stage to load instead")
+    parser.add_argument("--input", required=True, type=Path, help="CSV with the model's input columns")
+    parser.add_argument("--limit", type=int, default=5, help="score the first N rows (default 5)")
+    parser.add_argument("--top-k", type=int, default=3, help="drivers shown per row (default 3)")
+    parser.add_argument("--output", type=Path, default=None, help="also write all results as JSON lines")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Load the model by URI, score the rows and print their explanations."""
+    args = parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        mlflow.set_tracking_uri(DEFAULT_TRACKING_URI)
+    if args.limit < 1 or args.top_k < 0:
+        print("error: --limit must be >= 1 and --top-k >= 0", file=sys.stderr)
+        return 2
+    uri = model_uri(args.model, args.alias, args.stage)
+    try:
+        rows = pd.read_csv(args.input, nrows=args.limit)
+    except (OSError, ValueError) as exc:
+        print(f"error: --input: cannot read {args.input}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+        schema = model.metadata.get_input_schema()
+        columns = [c for c in schema.input_names() if c in rows.columns] if schema else list(rows.columns)
+        result = model.predict(rows[columns], params={"top_k": args.top_k})
+    except MlflowException as exc:
+        print(f"error: {uri}: {exc.message}", file=sys.stderr)
+        return 2
+    id_column = next((c for c in result.columns if c not in {"score", "prediction", "threshold", "base_value",
+                                                            "contributions"}), None)
+    info = model.metadata
+    print(f"{uri} (run {info.run_id}):")
+    for _, row in result.iterrows():
+        print("  " + explain_lines(row, id_column))
+    if args.output:
+        result.to_json(args.output, orient="records", lines=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

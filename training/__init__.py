@@ -1,0 +1,1 @@
+"""Config-driven training of an explainable XGBoost classifier logged to MLflow."""

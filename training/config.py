@@ -1,0 +1,111 @@
+"""Use-case configs: one YAML file per dataset, validated at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from training.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+
+Cost = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    """Where the data is and what its columns mean."""
+
+    path: Path
+    target: str = Field(min_length=1)
+    positive_class: str = Field(min_length=1)
+    id_column: str = Field(min_length=1)
+    drop_columns: tuple[str, ...] = ()
+    categorical_columns: tuple[str, ...] = Field(
+        default=(), description="Numeric-coded columns to one-hot encode instead of using as numbers."
+    )
+
+
+class CostConfig(_Strict):
+    """Business cost of each kind of mistake, in any one currency."""
+
+    false_negative: Cost
+    false_positive: Cost
+
+
+class SearchConfig(_Strict):
+    """Budget and protocol of the hyperparameter search."""
+
+    trials: int = Field(default=30, ge=1, le=1000)
+    cv_folds: int = Field(default=5, ge=2, le=20)
+    holdout_fraction: float = Field(default=0.2, gt=0.0, lt=0.5)
+    seed: int = 42
+
+
+class UseCaseConfig(_Strict):
+    """Everything that differs between two datasets."""
+
+    model_name: str = Field(pattern=MODEL_NAME_PATTERN)
+    description: str = ""
+    experiment: str | None = None
+    data: DataConfig
+    costs: CostConfig
+    search: SearchConfig = SearchConfig()
+
+    @property
+    def experiment_name(self) -> str:
+        """The MLflow experiment: the model's name unless the config names one."""
+        return self.experiment or self.model_name
+
+
+def available_configs() -> list[str]:
+    """Names of the configs shipped with the package."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(ref: str) -> Path:
+    """Turn a shipped config's name or a path to a YAML file into a path."""
+    candidate = Path(ref)
+    if candidate.suffix in {".yaml", ".yml"} or candidate.exists():
+        if not candidate.is_file():
+            raise ConfigError(f"config file {ref!r} does not exist")
+        return candidate.resolve()
+    shipped = CONFIG_DIR / f"{ref}.yaml"
+    if not shipped.is_file():
+        names = ", ".join(available_configs())
+        raise ConfigError(f"unknown config {ref!r}: use one of {names} or a path to a YAML file")
+    return shipped
+
+
+def _format_validation_error(source: str, exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        problems.append(f"{field}: {error['msg']}")
+    return f"invalid config {source}: " + "; ".join(problems)
+
+
+def load_config(ref: str) -> UseCaseConfig:
+    """Load and validate a config; a relative data path is relative to the config file."""
+    path = resolve_config_path(ref)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path} must be a mapping of fields, got {type(raw).__name__}")
+    try:
+        config = UseCaseConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(str(path), exc)) from None
+    data_path = config.data.path
+    if not data_path.is_absolute():
+        data_path = (path.parent / data_path).resolve()
+    return config.model_copy(update={"data": config.data.model_copy(update={"path": data_path})})
