@@ -135,11 +135,11 @@ def train(config: UseCaseConfig, *, trials: int | None = None, cv_folds: int | N
         commit = git_commit()
         mlflow.set_tags({"use_case": config.model_name, "git_commit": commit, "mlflow.source.git.commit": commit})
         mlflow.log_params({
-            "config": config.model_name, "dataset_sha256": dataset.sha256, "dataset_rows": len(dataset.target),
+            "use_case": config.model_name, "dataset_sha256": dataset.sha256, "dataset_rows": len(dataset.target),
             "train_rows": len(y_train), "holdout_rows": len(y_hold), "n_features": len(dataset.schema),
-            "trials": search.trials, "cv_folds": search.cv_folds, "holdout_fraction": search.holdout_fraction,
-            "seed": search.seed, "cost_false_negative": config.costs.false_negative,
-            "cost_false_positive": config.costs.false_positive,
+            # Namespaced: `mlflow run` logs its own entry-point parameters (trials, cv_folds) on this run.
+            **{f"search.{key}": value for key, value in search.model_dump().items()},
+            "costs.false_negative": config.costs.false_negative, "costs.false_positive": config.costs.false_positive,
         })
         frame = pd.concat([dataset.ids, dataset.features], axis=1).assign(**{config.data.target: dataset.target})
         with _quiet_mlflow_hints():
