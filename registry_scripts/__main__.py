@@ -35,18 +35,30 @@ def _user() -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(prog="python -m registry_scripts",
-                                     description="Promote, roll back and list model versions (stage and alias in step).")
+    parser = argparse.ArgumentParser(
+        prog="python -m registry_scripts",
+        description="Promote, roll back and list model versions (stage and alias in step).",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     promote = commands.add_parser("promote", help="move a version to staging or production")
     promote.add_argument("--model", required=True, help="registered model name")
     promote.add_argument("--version", required=True, help="version number or 'latest'")
     promote.add_argument("--to", required=True, choices=["staging", "production"], help="target stage")
-    promote.add_argument("--force", nargs="?", const=True, default=False, type=_flag,
-                         help="override the metric gate (never the load/explain gate)")
-    promote.add_argument("--tolerance", type=float, default=0.01,
-                         help="how much lower than production's holdout ROC AUC is allowed (default 0.01)")
+    promote.add_argument(
+        "--force",
+        nargs="?",
+        const=True,
+        default=False,
+        type=_flag,
+        help="override the metric gate (never the load/explain gate)",
+    )
+    promote.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.01,
+        help="how much lower than production's holdout ROC AUC is allowed (default 0.01)",
+    )
     promote.add_argument("--reason", default="", help="why, recorded on the version")
     promote.add_argument("--user", default=None, help="who, recorded on the version (default: current user)")
 
@@ -69,14 +81,26 @@ def render_list(client: MlflowClient, name: str) -> str:
         last = v.tags.get("audit.last_action", "")
         if last:
             last += f" ({v.tags.get('audit.last_by', '?')}, {v.tags.get('audit.last_at', '?')})"
-        rows.append((str(v.number), v.stage, ",".join(f"@{a}" for a in v.aliases) or "-",
-                     f"{auc:.4f}" if auc is not None else "-", last or "-"))
+        rows.append(
+            (
+                str(v.number),
+                v.stage,
+                ",".join(f"@{a}" for a in v.aliases) or "-",
+                f"{auc:.4f}" if auc is not None else "-",
+                last or "-",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
-             for row in rows]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+        for row in rows
+    ]
     if not all_versions:
         lines.append(f"(model {name!r} has no versions)")
-    lines.extend(f"warning: {problem}; the next promote or rollback brings them in step" for problem in drift(all_versions))
+    lines.extend(
+        f"warning: {problem}; the next promote or rollback brings them in step"
+        for problem in drift(all_versions)
+    )
     return "\n".join(lines)
 
 
@@ -84,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; exit 0 on success, 1 when a gate refuses, 2 on a bad request."""
     args = parse_args(argv)
     # Stages are deprecated in MLflow but kept in step with aliases on purpose.
-    warnings.filterwarnings("ignore", message=".*(stage|get_latest_versions).*deprecated", category=FutureWarning)
+    warnings.filterwarnings(
+        "ignore", message=".*(stage|get_latest_versions).*deprecated", category=FutureWarning
+    )
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         mlflow.set_tracking_uri(DEFAULT_TRACKING_URI)
@@ -94,8 +120,16 @@ def main(argv: list[str] | None = None) -> int:
             print(render_list(client, args.model))
             return 0
         if args.command == "promote":
-            outcome = actions.promote(client, args.model, args.version, args.to, user=args.user or _user(),
-                                      reason=args.reason, force=args.force, tolerance=args.tolerance)
+            outcome = actions.promote(
+                client,
+                args.model,
+                args.version,
+                args.to,
+                user=args.user or _user(),
+                reason=args.reason,
+                force=args.force,
+                tolerance=args.tolerance,
+            )
         else:
             outcome = actions.rollback(client, args.model, user=args.user or _user(), reason=args.reason)
     except RegistryError as exc:

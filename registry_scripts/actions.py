@@ -58,12 +58,16 @@ def promote(
 
     results: list[gates.GateResult] = []
     if stage == "Production":
-        results = [gates.check_loads_and_explains(name, candidate),
-                   gates.check_metric(client, candidate, current, tolerance)]
+        results = [
+            gates.check_loads_and_explains(name, candidate),
+            gates.check_metric(client, candidate, current, tolerance),
+        ]
         blocking = [r for r in results if not r.passed and not (force and r.overridable)]
         if blocking:
             reasons = "; ".join(f"{r.name}: {r.detail}" for r in blocking)
-            raise PromotionRefused(f"promotion of {name} version {candidate.number} to {stage} refused: {reasons}")
+            raise PromotionRefused(
+                f"promotion of {name} version {candidate.number} to {stage} refused: {reasons}"
+            )
 
     move(client, name, candidate.number, stage)
     forced = [r.name for r in results if not r.passed]
@@ -74,8 +78,14 @@ def promote(
             client.set_model_version_tag(name, str(candidate.number), PREVIOUS_TAG, str(current.number))
     record(client, name, candidate, action=f"promoted to {stage}", user=user, reason=why)
     if current is not None:
-        record(client, name, current, action=f"archived: replaced in {stage} by version {candidate.number}",
-               user=user, reason=why)
+        record(
+            client,
+            name,
+            current,
+            action=f"archived: replaced in {stage} by version {candidate.number}",
+            user=user,
+            reason=why,
+        )
     replaced = f", replacing version {current.number}" if current else ""
     return Outcome(f"{name} version {candidate.number} is now in {stage} and @{target}{replaced}", results)
 
@@ -88,7 +98,9 @@ def _rollback_target(all_versions: list[Version], current: Version) -> Version:
             raise RegistryError(f"previous production version {previous} no longer exists")
         return by_number[int(previous)]
     if PRODUCTION_AT_TAG in current.tags:
-        raise RegistryError(f"version {current.number} was the first in Production; there is nothing before it")
+        raise RegistryError(
+            f"version {current.number} was the first in Production; there is nothing before it"
+        )
     # Put in Production by hand (e.g. in the MLflow UI): go back to the last version we promoted.
     earlier = [v for v in all_versions if v.number != current.number and PRODUCTION_AT_TAG in v.tags]
     if not earlier:
@@ -105,9 +117,23 @@ def rollback(client: MlflowClient, name: str, *, user: str, reason: str) -> Outc
     target = _rollback_target(all_versions, current)
     move(client, name, target.number, "Production")
     client.set_model_version_tag(name, str(target.number), PRODUCTION_AT_TAG, now())
-    record(client, name, target, action=f"restored to Production by rollback from version {current.number}",
-           user=user, reason=reason)
-    record(client, name, current, action=f"rolled back: replaced by version {target.number}", user=user,
-           reason=reason)
-    return Outcome(f"{name} rolled back: version {target.number} is in Production and @production again "
-                   f"(was version {current.number})")
+    record(
+        client,
+        name,
+        target,
+        action=f"restored to Production by rollback from version {current.number}",
+        user=user,
+        reason=reason,
+    )
+    record(
+        client,
+        name,
+        current,
+        action=f"rolled back: replaced by version {target.number}",
+        user=user,
+        reason=reason,
+    )
+    return Outcome(
+        f"{name} rolled back: version {target.number} is in Production and @production again "
+        f"(was version {current.number})"
+    )

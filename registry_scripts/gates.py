@@ -69,19 +69,29 @@ def check_loads_and_explains(name: str, version: Version) -> GateResult:
     return GateResult(gate, True, f"predicted {len(output)} example rows; additivity error {worst:.1e}")
 
 
-def check_metric(client: MlflowClient, candidate: Version, current: Version | None, tolerance: float) -> GateResult:
+def check_metric(
+    client: MlflowClient, candidate: Version, current: Version | None, tolerance: float
+) -> GateResult:
     """The candidate's holdout ROC AUC is not worse than production's by more than the tolerance."""
     gate = "holdout-roc-auc"
     mine = holdout_auc(client, candidate)
     if mine is None:
         return GateResult(gate, False, f"version {candidate.number} has no {METRIC} metric", overridable=True)
     if current is None or current.number == candidate.number:
-        return GateResult(gate, True, f"{METRIC} {mine:.4f}; no other version in Production", overridable=True)
+        return GateResult(
+            gate, True, f"{METRIC} {mine:.4f}; no other version in Production", overridable=True
+        )
     theirs = holdout_auc(client, current)
     if theirs is None:
-        return GateResult(gate, True, f"{METRIC} {mine:.4f}; production version {current.number} has none",
-                          overridable=True)
+        return GateResult(
+            gate, True, f"{METRIC} {mine:.4f}; production version {current.number} has none", overridable=True
+        )
     passed = mine >= theirs - tolerance
     relation = "within" if passed else "worse than"
-    return GateResult(gate, passed, f"{METRIC} {mine:.4f} vs production version {current.number} {theirs:.4f}: "
-                      f"{relation} the tolerance {tolerance}", overridable=True)
+    return GateResult(
+        gate,
+        passed,
+        f"{METRIC} {mine:.4f} vs production version {current.number} {theirs:.4f}: "
+        f"{relation} the tolerance {tolerance}",
+        overridable=True,
+    )

@@ -35,7 +35,9 @@ class Version:
     def of(cls, mv: ModelVersion, aliases: dict[str, str]) -> Version:
         """Convert MLflow's entity; aliases come from the registered model (search omits them)."""
         own = tuple(sorted(alias for alias, number in aliases.items() if str(number) == str(mv.version)))
-        return cls(int(mv.version), mv.current_stage or "None", own, mv.run_id, str(mv.status), dict(mv.tags or {}))
+        return cls(
+            int(mv.version), mv.current_stage or "None", own, mv.run_id, str(mv.status), dict(mv.tags or {})
+        )
 
 
 def now() -> str:
@@ -90,11 +92,15 @@ def drift(all_versions: list[Version]) -> list[str]:
         staged_no = staged.number if staged else None
         aliased_no = aliased.number if aliased else None
         if staged_no != aliased_no:
-            problems.append(f"stage {stage} is version {staged_no} but alias @{alias} is version {aliased_no}")
+            problems.append(
+                f"stage {stage} is version {staged_no} but alias @{alias} is version {aliased_no}"
+            )
     return problems
 
 
-def record(client: MlflowClient, name: str, version: Version | int, *, action: str, user: str, reason: str) -> None:
+def record(
+    client: MlflowClient, name: str, version: Version | int, *, action: str, user: str, reason: str
+) -> None:
     """Tag a version with who did what, when and why, keeping a bounded history."""
     number = version.number if isinstance(version, Version) else version
     current = client.get_model_version(name, str(number))
@@ -104,8 +110,13 @@ def record(client: MlflowClient, name: str, version: Version | int, *, action: s
         history = []
     entry = {"action": action, "by": user, "at": now(), "reason": reason}
     history = [*history, entry][-HISTORY_LIMIT:]
-    for key, value in {"audit.last_action": action, "audit.last_by": user, "audit.last_at": entry["at"],
-                       "audit.last_reason": reason, HISTORY_TAG: json.dumps(history)}.items():
+    for key, value in {
+        "audit.last_action": action,
+        "audit.last_by": user,
+        "audit.last_at": entry["at"],
+        "audit.last_reason": reason,
+        HISTORY_TAG: json.dumps(history),
+    }.items():
         client.set_model_version_tag(name, str(number), key, value)
 
 

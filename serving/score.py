@@ -19,12 +19,17 @@ def model_uri(name: str, alias: str | None, stage: str | None) -> str:
     return f"models:/{name}/{stage}" if stage else f"models:/{name}@{alias or 'production'}"
 
 
-def explain_lines(row: pd.Series, id_column: str | None) -> str:
-    """One entity's score, label and strongest drivers in words."""
-    who = f"{id_column} {row[id_column]}" if id_column and id_column in row else f"row {row.name}"
-    head = f"{who}: score {row['score']:.3f} -> {row['prediction']} (threshold {row['threshold']:.3f})"
-    drivers = sorted(row["contributions"].items(), key=lambda item: -abs(item[1]))
-    parts = [f"{name} {'raises' if value > 0 else 'lowers'} it by {abs(value):.2f}" for name, value in drivers]
+def explain_lines(result: pd.Series, row: pd.Series, id_column: str | None) -> str:
+    """One entity's score, label and strongest drivers, with the values that drive them."""
+    who = f"{id_column} {result[id_column]}" if id_column else f"row {result.name}"
+    head = (
+        f"{who}: score {result['score']:.3f} -> {result['prediction']} (threshold {result['threshold']:.3f})"
+    )
+    drivers = sorted(result["contributions"].items(), key=lambda item: -abs(item[1]))
+    parts = [
+        f"{name}={row.get(name)} {'raises' if value > 0 else 'lowers'} the log-odds by {abs(value):.2f}"
+        for name, value in drivers
+    ]
     return head + ("\n    " + "; ".join(parts) if parts else "")
 
 
@@ -34,7 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", required=True, help="registered model name")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--alias", default=None, help="alias to load (default: production)")
-    where.add_argument("--stage", default=None, choices=["Staging", "Production"], help="stage to load instead")
+    where.add_argument(
+        "--stage", default=None, choices=["Staging", "Production"], help="stage to load instead"
+    )
     parser.add_argument("--input", required=True, type=Path, help="CSV with the model's input columns")
     parser.add_argument("--limit", type=int, default=5, help="score the first N rows (default 5)")
     parser.add_argument("--top-k", type=int, default=3, help="drivers shown per row (default 3)")
@@ -65,12 +72,18 @@ def main(argv: list[str] | None = None) -> int:
     except MlflowException as exc:
         print(f"error: {uri}: {exc.message}", file=sys.stderr)
         return 2
-    id_column = next((c for c in result.columns if c not in {"score", "prediction", "threshold", "base_value",
-                                                            "contributions"}), None)
+    id_column = next(
+        (
+            c
+            for c in result.columns
+            if c not in {"score", "prediction", "threshold", "base_value", "contributions"}
+        ),
+        None,
+    )
     info = model.metadata
     print(f"{uri} (run {info.run_id}):")
-    for _, row in result.iterrows():
-        print("  " + explain_lines(row, id_column))
+    for (_, scored), (_, row) in zip(result.iterrows(), rows.iterrows(), strict=True):
+        print("  " + explain_lines(scored, row, id_column))
     if args.output:
         result.to_json(args.output, orient="records", lines=True)
     return 0

@@ -32,36 +32,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m training",
         description="Train, log and register an explainable classifier for one use case.",
     )
-    parser.add_argument("--config", default="attrition",
-                        help=f"shipped config ({', '.join(available_configs())}) or a YAML path (default: attrition)")
-    parser.add_argument("--trials", type=_positive_int, default=0,
-                        help="search trials; 0 uses the config's search.trials (default: 0)")
-    parser.add_argument("--cv-folds", type=_positive_int, default=0,
-                        help="CV folds; 0 uses the config's search.cv_folds (default: 0)")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--config",
+        default="attrition",
+        help=f"shipped config ({', '.join(available_configs())}) or a YAML path (default: attrition)",
+    )
+    parser.add_argument(
+        "--trials",
+        type=_positive_int,
+        default=0,
+        help="search trials; 0 uses the config's search.trials (default: 0)",
+    )
+    parser.add_argument(
+        "--cv-folds",
+        type=_positive_int,
+        default=0,
+        help="CV folds; 0 uses the config's search.cv_folds (default: 0)",
+    )
+    args = parser.parse_args(argv)
+    if args.cv_folds == 1:
+        parser.error("--cv-folds must be 0 (the config's) or at least 2")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the training job; one clear line and exit status 2 on a config or data error."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         mlflow.set_tracking_uri(DEFAULT_TRACKING_URI)
     try:
         config = load_config(args.config)
-        if args.cv_folds == 1:
-            raise TrainingError("--cv-folds must be 0 (config default) or at least 2")
         outcome = train(config, trials=args.trials or None, cv_folds=args.cv_folds or None)
     except TrainingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"run {outcome.run_id}: registered {outcome.model_name} version {outcome.version} "
-          f"(holdout ROC AUC {outcome.metrics['holdout_roc_auc']:.4f}, threshold {outcome.threshold:.4f})")
-    print(f"next: python -m registry_scripts promote --model {outcome.model_name} "
-          f"--version {outcome.version} --to production")
+    print(
+        f"run {outcome.run_id}: registered {outcome.model_name} version {outcome.version} "
+        f"(holdout ROC AUC {outcome.metrics['holdout_roc_auc']:.4f}, threshold {outcome.threshold:.4f})"
+    )
+    print(
+        f"next: python -m registry_scripts promote --model {outcome.model_name} "
+        f"--version {outcome.version} --to production"
+    )
     return 0
 
 

@@ -95,7 +95,9 @@ def load_dataset(config: UseCaseConfig) -> Dataset:
     if len(labels) != 2:
         raise DataError(f"data.target: column {spec.target!r} must have exactly 2 classes, found {labels}")
     if spec.positive_class not in labels:
-        raise DataError(f"data.positive_class: {spec.positive_class!r} is not a class of {spec.target!r} {labels}")
+        raise DataError(
+            f"data.positive_class: {spec.positive_class!r} is not a class of {spec.target!r} {labels}"
+        )
     ids = frame[spec.id_column]
     if ids.isna().any() or not ids.is_unique:
         raise DataError(f"data.id_column: column {spec.id_column!r} must be unique and never empty")
@@ -106,13 +108,20 @@ def load_dataset(config: UseCaseConfig) -> Dataset:
         raise DataError("data: no feature columns left after removing target, id and drop_columns")
     forced = set(spec.categorical_columns)
     schema = tuple(
-        Feature(name=str(c), type=_column_type(features[c]), categorical=c in forced or _column_type(features[c]) == "string")
+        Feature(
+            name=str(c),
+            type=_column_type(features[c]),
+            categorical=c in forced or _column_type(features[c]) == "string",
+        )
         for c in features.columns
     )
     y = (target.astype(str) == spec.positive_class).to_numpy(dtype=np.int64)
     minority = int(min(y.sum(), len(y) - y.sum()))
     if minority < 2 * config.search.cv_folds:
-        raise DataError(f"data.target: only {minority} rows of the rarer class, too few for {config.search.cv_folds}-fold CV")
+        raise DataError(
+            f"data.target: only {minority} rows of the rarer class; "
+            f"too few for {config.search.cv_folds}-fold CV"
+        )
     negative = next(label for label in labels if label != spec.positive_class)
     return Dataset(
         features=features,

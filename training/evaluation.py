@@ -35,7 +35,9 @@ def choose_threshold(y: np.ndarray, scores: np.ndarray, costs: CostConfig) -> fl
     return float((sorted_scores[best - 1] + sorted_scores[best]) / 2)
 
 
-def classification_metrics(y: np.ndarray, scores: np.ndarray, threshold: float, costs: CostConfig) -> dict[str, float]:
+def classification_metrics(
+    y: np.ndarray, scores: np.ndarray, threshold: float, costs: CostConfig
+) -> dict[str, float]:
     """Ranking, calibration and decision metrics at one threshold."""
     predicted = (scores >= threshold).astype(np.int64)
     cost = business_cost(y, predicted, costs)

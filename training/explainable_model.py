@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-from mlflow.pyfunc import PythonModel, PythonModelContext
+from mlflow.pyfunc.model import PythonModel, PythonModelContext
 
 OUTPUT_COLUMNS = ("score", "prediction", "threshold", "base_value", "contributions")
 
@@ -51,7 +51,11 @@ class ExplainableClassifier(PythonModel):
         threshold = params.get("threshold", self._default_threshold)
         explain = params.get("explain", True)
         top_k = params.get("top_k", 0)
-        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0.0 <= threshold <= 1.0:
+        if (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, int | float)
+            or not 0.0 <= threshold <= 1.0
+        ):
             raise _bad_input(f"params.threshold must be a number between 0 and 1, got {threshold!r}")
         if not isinstance(explain, bool | np.bool_):
             raise _bad_input(f"params.explain must be true or false, got {explain!r}")

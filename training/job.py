@@ -19,10 +19,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 import shap
+from mlflow.data.pandas_dataset import from_pandas
 from mlflow.environment_variables import MLFLOW_RUN_ID
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
-from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
@@ -39,14 +40,22 @@ MODEL_CODE = Path(__file__).with_name("explainable_model.py")
 MODEL_REQUIREMENTS = ("mlflow", "xgboost", "shap", "scikit-learn", "pandas", "numpy", "joblib")
 REFERENCE_ROWS = 1000
 # Key metrics copied onto the model version, where the registry UI and the gates read them.
-VERSION_TAG_METRICS = ("holdout_roc_auc", "holdout_pr_auc", "holdout_brier", "holdout_business_cost_per_case", "cv_roc_auc")
+VERSION_TAG_METRICS = (
+    "holdout_roc_auc",
+    "holdout_pr_auc",
+    "holdout_brier",
+    "holdout_business_cost_per_case",
+    "cv_roc_auc",
+)
 
 
 @contextmanager
 def _quiet_mlflow_hints() -> Iterator[None]:
     """Silence two MLflow hints that do not apply: ints are typed long on purpose (documented)."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent missing values.*")
+        warnings.filterwarnings(
+            "ignore", message=".*Integer columns in Python cannot represent missing values.*"
+        )
         warnings.filterwarnings("ignore", message=".*dataset source can be interpreted in multiple ways.*")
         yield
 
@@ -66,7 +75,12 @@ def git_commit() -> str:
     """Commit of the code that trains, or 'unknown' outside a git checkout."""
     try:
         result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10, check=True
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -74,13 +88,15 @@ def git_commit() -> str:
 
 
 def _signature(dataset: Dataset, id_type: str, threshold: float) -> ModelSignature:
-    columns = [ColSpec(feature.type, feature.name) for feature in dataset.schema]
+    columns: list[ColSpec | TensorSpec] = [ColSpec(feature.type, feature.name) for feature in dataset.schema]
     columns.append(ColSpec(id_type, dataset.ids.name, required=False))
-    params = ParamSchema([
-        ParamSpec("threshold", "double", threshold),
-        ParamSpec("explain", "boolean", True),
-        ParamSpec("top_k", "long", 0),
-    ])
+    params = ParamSchema(
+        [
+            ParamSpec("threshold", "double", threshold),
+            ParamSpec("explain", "boolean", True),
+            ParamSpec("top_k", "long", 0),
+        ]
+    )
     return ModelSignature(inputs=Schema(columns), params=params)
 
 
@@ -92,8 +108,15 @@ def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}_{key}": value for key, value in metrics.items()}
 
 
-def _log_figures(y_hold: np.ndarray, scores: dict[str, np.ndarray], raw: np.ndarray, names: list[str],
-                 shap_values: np.ndarray, encoded: pd.DataFrame) -> None:
+def _log_figures(
+    y_hold: np.ndarray,
+    scores: dict[str, np.ndarray],
+    *,
+    raw: np.ndarray,
+    names: list[str],
+    shap_values: np.ndarray,
+    encoded: pd.DataFrame,
+) -> None:
     mlflow.log_figure(plots.roc_curve(y_hold, scores), "plots/roc_curve.png")
     mlflow.log_figure(plots.precision_recall(y_hold, scores), "plots/precision_recall.png")
     mlflow.log_figure(plots.calibration(y_hold, scores), "plots/calibration.png")
@@ -101,7 +124,9 @@ def _log_figures(y_hold: np.ndarray, scores: dict[str, np.ndarray], raw: np.ndar
     mlflow.log_figure(plots.shap_summary(shap_values, encoded), "plots/shap_summary.png")
 
 
-def _write_artifacts(directory: Path, pipeline: Pipeline, explainer: Any, metadata: dict[str, Any]) -> dict[str, str]:
+def _write_artifacts(
+    directory: Path, pipeline: Pipeline, explainer: Any, metadata: dict[str, Any]
+) -> dict[str, str]:
     paths = {
         "pipeline": directory / "pipeline.joblib",
         "explainer": directory / "explainer.joblib",
@@ -113,18 +138,30 @@ def _write_artifacts(directory: Path, pipeline: Pipeline, explainer: Any, metada
     return {key: str(path) for key, path in paths.items()}
 
 
-def train(config: UseCaseConfig, *, trials: int | None = None, cv_folds: int | None = None) -> TrainingOutcome:
+def train(
+    config: UseCaseConfig, *, trials: int | None = None, cv_folds: int | None = None
+) -> TrainingOutcome:
     """Train, evaluate, log and register one model version for a use case."""
     search = config.search.model_copy(
         update={k: v for k, v in {"trials": trials, "cv_folds": cv_folds}.items() if v is not None}
     )
     config = config.model_copy(update={"search": search})
     dataset = load_dataset(config)
-    log.info("loaded %s: %d rows, %d features, %.1f%% %r", dataset.source.name, len(dataset.target),
-             len(dataset.schema), 100 * dataset.target.mean(), dataset.positive_label)
-    X_train, X_hold, y_train, y_hold, ids_train, ids_hold = train_test_split(
-        dataset.features, dataset.target, dataset.ids,
-        test_size=search.holdout_fraction, stratify=dataset.target, random_state=search.seed,
+    log.info(
+        "loaded %s: %d rows, %d features, %.1f%% %r",
+        dataset.source.name,
+        len(dataset.target),
+        len(dataset.schema),
+        100 * dataset.target.mean(),
+        dataset.positive_label,
+    )
+    X_train, X_hold, y_train, y_hold, _ids_train, ids_hold = train_test_split(
+        dataset.features,
+        dataset.target,
+        dataset.ids,
+        test_size=search.holdout_fraction,
+        stratify=dataset.target,
+        random_state=search.seed,
     )
     numeric, categorical = dataset.numeric, dataset.categorical
     cv = folds(search.cv_folds, search.seed)
@@ -133,22 +170,45 @@ def train(config: UseCaseConfig, *, trials: int | None = None, cv_folds: int | N
         mlflow.set_experiment(config.experiment_name)
     with mlflow.start_run(run_name=f"train-{config.model_name}") as run:
         commit = git_commit()
-        mlflow.set_tags({"use_case": config.model_name, "git_commit": commit, "mlflow.source.git.commit": commit})
-        mlflow.log_params({
-            "use_case": config.model_name, "dataset_sha256": dataset.sha256, "dataset_rows": len(dataset.target),
-            "train_rows": len(y_train), "holdout_rows": len(y_hold), "n_features": len(dataset.schema),
-            # Namespaced: `mlflow run` logs its own entry-point parameters (trials, cv_folds) on this run.
-            **{f"search.{key}": value for key, value in search.model_dump().items()},
-            "costs.false_negative": config.costs.false_negative, "costs.false_positive": config.costs.false_positive,
-        })
-        frame = pd.concat([dataset.ids, dataset.features], axis=1).assign(**{config.data.target: dataset.target})
+        mlflow.set_tags(
+            {"use_case": config.model_name, "git_commit": commit, "mlflow.source.git.commit": commit}
+        )
+        mlflow.log_params(
+            {
+                "use_case": config.model_name,
+                "dataset_sha256": dataset.sha256,
+                "dataset_rows": len(dataset.target),
+                "train_rows": len(y_train),
+                "holdout_rows": len(y_hold),
+                "n_features": len(dataset.schema),
+                # Namespaced: `mlflow run` logs its own entry-point parameters (trials, cv_folds) on this run.
+                **{f"search.{key}": value for key, value in search.model_dump().items()},
+                "costs.false_negative": config.costs.false_negative,
+                "costs.false_positive": config.costs.false_positive,
+            }
+        )
+        frame = pd.concat([dataset.ids, dataset.features], axis=1).assign(
+            **{config.data.target: dataset.target}
+        )
         with _quiet_mlflow_hints():
-            mlflow.log_input(mlflow.data.from_pandas(frame, source=str(dataset.source), targets=config.data.target,
-                                                     name=config.model_name), context="training")
+            mlflow.log_input(
+                from_pandas(
+                    frame, source=str(dataset.source), targets=config.data.target, name=config.model_name
+                ),
+                context="training",
+            )
 
         log.info("searching %d trials with %d-fold stratified CV", search.trials, search.cv_folds)
-        result = tune(X_train, y_train, numeric, categorical, trials=search.trials, cv=cv, seed=search.seed,
-                      on_trial=lambda n, _p, auc: mlflow.log_metric("trial_cv_roc_auc", auc, step=n))
+        result = tune(
+            X_train,
+            y_train,
+            numeric,
+            categorical,
+            trials=search.trials,
+            cv=cv,
+            seed=search.seed,
+            on_trial=lambda n, _p, auc: mlflow.log_metric("trial_cv_roc_auc", auc, step=n),
+        )
         mlflow.log_params({f"xgb_{key}": value for key, value in result.params.items()})
         threshold = choose_threshold(y_train, result.oof_scores, config.costs)
         log.info("best cv ROC AUC %.4f; cost-optimal threshold %.4f", result.cv_roc_auc, threshold)
@@ -165,13 +225,22 @@ def train(config: UseCaseConfig, *, trials: int | None = None, cv_folds: int | N
             **_prefixed("cv", classification_metrics(y_train, result.oof_scores, threshold, config.costs)),
             **_prefixed("holdout", classification_metrics(y_hold, hold_scores, threshold, config.costs)),
             "baseline_threshold": baseline_threshold,
-            **_prefixed("baseline_cv", classification_metrics(y_train, baseline_oof, baseline_threshold, config.costs)),
-            **_prefixed("baseline_holdout", classification_metrics(y_hold, baseline_hold, baseline_threshold, config.costs)),
+            **_prefixed(
+                "baseline_cv", classification_metrics(y_train, baseline_oof, baseline_threshold, config.costs)
+            ),
+            **_prefixed(
+                "baseline_holdout",
+                classification_metrics(y_hold, baseline_hold, baseline_threshold, config.costs),
+            ),
         }
         mlflow.log_metrics(metrics)
-        log.info("holdout ROC AUC %.4f (baseline %.4f), cost per case %.1f (baseline %.1f)",
-                 metrics["holdout_roc_auc"], metrics["baseline_holdout_roc_auc"],
-                 metrics["holdout_business_cost_per_case"], metrics["baseline_holdout_business_cost_per_case"])
+        log.info(
+            "holdout ROC AUC %.4f (baseline %.4f), cost per case %.1f (baseline %.1f)",
+            metrics["holdout_roc_auc"],
+            metrics["baseline_holdout_roc_auc"],
+            metrics["holdout_business_cost_per_case"],
+            metrics["baseline_holdout_business_cost_per_case"],
+        )
 
         preprocess = model.named_steps["preprocess"]
         owners = encoded_to_raw(preprocess, numeric, categorical)
@@ -182,8 +251,14 @@ def train(config: UseCaseConfig, *, trials: int | None = None, cv_folds: int | N
         aggregate = np.zeros((len(owners), len(raw_features)))
         aggregate[np.arange(len(owners)), owners] = 1.0
         raw_hold = shap_hold @ aggregate
-        _log_figures(y_hold, {"xgboost": hold_scores, "logistic baseline": baseline_hold},
-                     raw_hold, raw_features, shap_hold, encoded_hold)
+        _log_figures(
+            y_hold,
+            {"xgboost": hold_scores, "logistic baseline": baseline_hold},
+            raw=raw_hold,
+            names=raw_features,
+            shap_values=shap_hold,
+            encoded=encoded_hold,
+        )
 
         reference = X_train.sample(n=min(REFERENCE_ROWS, len(X_train)), random_state=search.seed)
         encoded_ref = preprocess.transform(reference)
@@ -205,8 +280,11 @@ def train(config: UseCaseConfig, *, trials: int | None = None, cv_folds: int | N
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             reference_out.to_parquet(work / "train_sample.parquet")
-            (work / "shap_mean_abs.json").write_text(json.dumps(
-                dict(zip(raw_features, np.abs(raw_ref).mean(axis=0).tolist(), strict=True)), indent=2))
+            (work / "shap_mean_abs.json").write_text(
+                json.dumps(
+                    dict(zip(raw_features, np.abs(raw_ref).mean(axis=0).tolist(), strict=True)), indent=2
+                )
+            )
             mlflow.log_artifact(str(work / "train_sample.parquet"), "reference")
             mlflow.log_artifact(str(work / "shap_mean_abs.json"), "reference")
             artifacts = _write_artifacts(work, model, explainer, metadata)
@@ -229,11 +307,14 @@ def train(config: UseCaseConfig, *, trials: int | None = None, cv_folds: int | N
         client.set_model_version_tag(config.model_name, version, "threshold", f"{threshold:.6f}")
         client.set_model_version_tag(config.model_name, version, "dataset_sha256", dataset.sha256)
         client.set_model_version_tag(config.model_name, version, "git_commit", commit)
-        client.update_model_version(config.model_name, version, description=(
-            f"{config.description.strip()} Holdout ROC AUC {metrics['holdout_roc_auc']:.4f}, "
-            f"threshold {threshold:.4f}, trained on {dataset.source.name} ({dataset.sha256[:12]})."
-        ).strip())
+        client.update_model_version(
+            config.model_name,
+            version,
+            description=(
+                f"{config.description.strip()} Holdout ROC AUC {metrics['holdout_roc_auc']:.4f}, "
+                f"threshold {threshold:.4f}, trained on {dataset.source.name} ({dataset.sha256[:12]})."
+            ).strip(),
+        )
         if config.description:
             client.update_registered_model(config.model_name, description=config.description.strip())
         return TrainingOutcome(run.info.run_id, config.model_name, version, threshold, metrics)
-

@@ -10,12 +10,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import shap
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
 
 
-def _figure() -> tuple[Figure, plt.Axes]:
+def _figure() -> tuple[Figure, Axes]:
     figure = Figure(figsize=(6, 5), layout="constrained")
     return figure, figure.add_subplot()
 

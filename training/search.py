@@ -57,7 +57,9 @@ def _suggest(trial: optuna.Trial, imbalance: float) -> dict[str, Any]:
         "min_child_weight": trial.suggest_float("min_child_weight", 1.0, 10.0, log=True),
         "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
         # Up-weighting the rare class is tuned, from none to fully balanced.
-        "scale_pos_weight": trial.suggest_float("scale_pos_weight", 1.0, max(1.0 + 1e-9, imbalance), log=True),
+        "scale_pos_weight": trial.suggest_float(
+            "scale_pos_weight", 1.0, max(1.0 + 1e-9, imbalance), log=True
+        ),
     }
 
 
@@ -80,7 +82,7 @@ def tune(
     trials: int,
     cv: StratifiedKFold,
     seed: int,
-    on_trial: Callable[[int, dict[str, Any], float], None] | None = None,
+    on_trial: Callable[[int, dict[str, Any], float], object] | None = None,
 ) -> SearchResult:
     """TPE search maximising out-of-fold ROC AUC."""
     imbalance = float((len(y) - y.sum()) / max(1, y.sum()))
@@ -100,4 +102,6 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
     study.optimize(objective, n_trials=trials)
-    return SearchResult(params=best["params"], oof_scores=best["scores"], cv_roc_auc=best["auc"], trials=trials)
+    return SearchResult(
+        params=best["params"], oof_scores=best["scores"], cv_roc_auc=best["auc"], trials=trials
+    )

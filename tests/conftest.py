@@ -1,0 +1,97 @@
+"""Shared fixtures: one MLflow store and one trained model per use case for the whole session."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import psycopg2
+import pytest
+from mlflow.pyfunc import PyFuncModel
+from mlflow.tracking import MlflowClient
+
+from training.config import UseCaseConfig, load_config
+from training.job import TrainingOutcome, train
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"trials": 2, "cv_folds": 3}
+POSTGRES_ADMIN = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh SQLite tracking store and artifact directory, used by every test."""
+    home = tmp_path_factory.mktemp("mlflow")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(home)  # Artifacts default to ./mlruns next to the store.
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home}/mlflow.db")
+        patch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        patch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+        mlflow.set_tracking_uri(f"sqlite:///{home}/mlflow.db")
+        yield home
+
+
+@pytest.fixture(scope="session")
+def client(mlflow_store: Path) -> MlflowClient:
+    """Client on the session store."""
+    return MlflowClient()
+
+
+def subprocess_env(**overrides: str) -> dict[str, str]:
+    """This environment as an activated virtualenv has it, less the test process's MLflow run."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"}
+    }
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return {**env, **overrides}
+
+
+def config_with(name: str, **changes: object) -> UseCaseConfig:
+    """A shipped config with some top-level fields replaced."""
+    return load_config(name).model_copy(update=changes)
+
+
+@pytest.fixture(scope="session")
+def attrition(mlflow_store: Path) -> TrainingOutcome:
+    """The attrition model trained once with a tiny budget."""
+    return train(load_config("attrition"), **TINY)
+
+
+@pytest.fixture(scope="session")
+def credit(mlflow_store: Path) -> TrainingOutcome:
+    """The credit model trained once with a tiny budget."""
+    return train(load_config("credit"), **TINY)
+
+
+@pytest.fixture(scope="session")
+def attrition_model(attrition: TrainingOutcome) -> PyFuncModel:
+    """The registered attrition version, loaded once."""
+    return mlflow.pyfunc.load_model(f"models:/attrition/{attrition.version}")
+
+
+@pytest.fixture(scope="session")
+def credit_model(credit: TrainingOutcome) -> PyFuncModel:
+    """The registered credit version, loaded once."""
+    return mlflow.pyfunc.load_model(f"models:/credit/{credit.version}")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database, dropped afterwards."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(POSTGRES_ADMIN)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        yield POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        admin.close()

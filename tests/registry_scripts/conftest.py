@@ -1,0 +1,49 @@
+"""Fresh registered models per test, built from the session's trained versions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import config_with
+from training.config import DataConfig
+from training.job import TrainingOutcome, train
+
+WEAK_FEATURES = {"Gender", "HourlyRate", "PerformanceRating"}
+
+
+@pytest.fixture
+def model_name() -> str:
+    """A registered-model name no other test uses."""
+    return f"flow-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def add_good_version(client: MlflowClient, attrition: TrainingOutcome) -> Callable[[str], str]:
+    """Register the session's attrition model again under a name; returns the new version."""
+
+    def add(name: str) -> str:
+        if not client.search_registered_models(f"name = '{name}'"):
+            client.create_registered_model(name)
+        source = client.get_model_version("attrition", attrition.version).source
+        assert source is not None
+        return str(client.create_model_version(name, source=source, run_id=attrition.run_id).version)
+
+    return add
+
+
+@pytest.fixture
+def add_weak_version(attrition: TrainingOutcome) -> Callable[[str], str]:
+    """Train and register a deliberately weak attrition model (three uninformative features)."""
+
+    def add(name: str) -> str:
+        base = config_with("attrition")
+        columns = set(base.data.path.read_text().splitlines()[0].split(","))
+        drop = tuple(sorted(columns - WEAK_FEATURES - {"Attrition", "employee_id"}))
+        data: DataConfig = base.data.model_copy(update={"drop_columns": drop})
+        return train(base.model_copy(update={"model_name": name, "data": data}), trials=1, cv_folds=2).version
+
+    return add

@@ -1,0 +1,49 @@
+"""The code stays ruff- and mypy-clean, and the packages keep their boundaries."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy", "."]],
+    ids=" ".join,
+)
+def test_static_checks_pass(command: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", *command], cwd=REPO, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+def imported_roots(package: str) -> set[str]:
+    roots = set()
+    for path in (REPO / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                roots |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                roots.add(node.module.split(".")[0])
+    return roots
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [("serving", {"training", "registry_scripts"}), ("registry_scripts", {"serving", "training"})],
+)
+def test_package_boundaries(package: str, forbidden: set[str]) -> None:
+    assert not imported_roots(package) & forbidden
+
+
+def test_the_pyfunc_imports_only_third_party_code() -> None:
+    tree = ast.parse((REPO / "training" / "explainable_model.py").read_text())
+    roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    roots |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert roots <= {"__future__", "json", "typing", "joblib", "mlflow", "numpy", "pandas"}

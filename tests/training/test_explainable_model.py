@@ -1,0 +1,174 @@
+"""The pyfunc's contract: signature, params, output, exact additivity, robustness, behaviour."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import shap
+from mlflow.exceptions import MlflowException
+from mlflow.pyfunc import PyFuncModel
+
+from tests.conftest import REPO
+from training.job import TrainingOutcome
+
+ATTRITION = pd.read_csv(REPO / "data" / "attrition.csv")
+CREDIT = pd.read_csv(REPO / "data" / "credit.csv")
+
+
+def inputs(frame: pd.DataFrame, target: str, n: int = 50) -> pd.DataFrame:
+    return frame.drop(columns=[target]).head(n).reset_index(drop=True)
+
+
+def predict(model: PyFuncModel, rows: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    result = model.predict(rows, params=params)
+    assert isinstance(result, pd.DataFrame)
+    return result
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    return np.log(p / (1 - p))
+
+
+def test_signature_has_typed_columns_optional_id_and_params(
+    attrition_model: PyFuncModel, attrition: TrainingOutcome
+) -> None:
+    signature = attrition_model.metadata.signature
+    columns = {c.name: c for c in signature.inputs.inputs}
+    assert len(columns) == 31
+    assert columns["Age"].type.name == "long" and columns["OverTime"].type.name == "string"
+    assert columns["Age"].required and not columns["employee_id"].required
+    params = {p.name: p for p in signature.params.params}
+    assert params["threshold"].default == pytest.approx(attrition.threshold)
+    assert params["explain"].default is True and params["top_k"].default == 0
+    assert attrition_model.input_example is not None
+
+
+@pytest.mark.parametrize(
+    ("model_fixture", "frame", "target"),
+    [("attrition_model", ATTRITION, "Attrition"), ("credit_model", CREDIT, "Status")],
+)
+def test_output_and_additivity(
+    request: pytest.FixtureRequest, model_fixture: str, frame: pd.DataFrame, target: str
+) -> None:
+    model: PyFuncModel = request.getfixturevalue(model_fixture)
+    rows = inputs(frame, target, 200)
+    result = predict(model, rows)
+    id_column = rows.columns[0]
+    assert list(result.columns) == [
+        id_column,
+        "score",
+        "prediction",
+        "threshold",
+        "base_value",
+        "contributions",
+    ]
+    assert result[id_column].tolist() == rows[id_column].tolist()
+    assert result["score"].between(0, 1, inclusive="neither").all()
+    totals = result["base_value"] + result["contributions"].map(lambda c: sum(c.values()))
+    np.testing.assert_allclose(totals, logit(result["score"].to_numpy()), atol=1e-4)
+    assert set(result["contributions"][0]) == set(rows.columns) - {id_column}
+    positive = frame[target].unique()
+    assert set(result["prediction"]) <= set(positive)
+
+
+def test_contributions_equal_shap_tree_explainer(attrition_model: PyFuncModel) -> None:
+    model = attrition_model.unwrap_python_model()
+    rows = inputs(ATTRITION, "Attrition", 20)
+    encoded = model._preprocess.transform(rows.drop(columns=["employee_id"]))
+    reference = shap.TreeExplainer(model._classifier).shap_values(encoded)
+    names = list(model._raw_features)
+    expected = reference @ model._aggregate
+    got = np.array([[c[n] for n in names] for c in predict(attrition_model, rows)["contributions"]])
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_params_threshold_explain_and_top_k(attrition_model: PyFuncModel) -> None:
+    rows = inputs(ATTRITION, "Attrition", 30)
+    everyone = predict(attrition_model, rows, params={"threshold": 0.0})
+    assert (everyone["prediction"] == "Yes").all() and (everyone["threshold"] == 0.0).all()
+    nobody = predict(attrition_model, rows, params={"threshold": 1.0})
+    assert (nobody["prediction"] == "No").all()
+    plain = predict(attrition_model, rows, params={"explain": False})
+    assert "contributions" not in plain.columns
+    np.testing.assert_allclose(plain["score"], everyone["score"])
+    full = predict(attrition_model, rows)
+    top = predict(attrition_model, rows, params={"top_k": 3})
+    for all_c, top_c in zip(full["contributions"], top["contributions"], strict=True):
+        assert len(top_c) == 3
+        strongest = sorted(all_c, key=lambda k: -abs(all_c[k]))[:3]
+        assert set(top_c) == set(strongest)
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"threshold": 1.5}, "threshold"),
+        ({"threshold": -0.1}, "threshold"),
+        ({"top_k": -1}, "top_k"),
+        ({"threshold": "high"}, "threshold"),
+    ],
+)
+def test_bad_params_are_rejected_by_name(
+    attrition_model: PyFuncModel, params: dict[str, object], field: str
+) -> None:
+    with pytest.raises(MlflowException, match=field):
+        predict(attrition_model, inputs(ATTRITION, "Attrition", 2), params=params)
+
+
+def test_unseen_categories_and_missing_values_still_score(
+    attrition_model: PyFuncModel, credit_model: PyFuncModel
+) -> None:
+    rows = inputs(ATTRITION, "Attrition", 3)
+    rows.loc[0, "JobRole"] = "Astronaut"
+    rows.loc[1, "OverTime"] = None
+    result = predict(attrition_model, rows)
+    assert result["score"].between(0, 1, inclusive="neither").all()
+    credit_rows = inputs(CREDIT, "Status", 3)
+    credit_rows.loc[0, ["Income", "Assets"]] = np.nan
+    credit_rows.loc[1, "Home"] = None
+    credit_rows.loc[2, "Job"] = "astronaut"
+    scored = predict(credit_model, credit_rows)
+    totals = scored["base_value"] + scored["contributions"].map(lambda c: sum(c.values()))
+    np.testing.assert_allclose(totals, logit(scored["score"].to_numpy()), atol=1e-4)
+
+
+def test_missing_column_and_wrong_type_are_named(attrition_model: PyFuncModel) -> None:
+    rows = inputs(ATTRITION, "Attrition", 2)
+    with pytest.raises(MlflowException, match="MonthlyIncome"):
+        predict(attrition_model, rows.drop(columns=["MonthlyIncome"]))
+    with pytest.raises(MlflowException, match="column Age"):
+        predict(attrition_model, rows.assign(Age=["old", "young"]))
+
+
+def test_scores_do_not_depend_on_id_batch_or_order(attrition_model: PyFuncModel) -> None:
+    rows = inputs(ATTRITION, "Attrition", 40)
+    batch = predict(attrition_model, rows)["score"].to_numpy()
+    renamed = predict(attrition_model, rows.assign(employee_id=rows["employee_id"] + 100000))[
+        "score"
+    ].to_numpy()
+    without_id = predict(attrition_model, rows.drop(columns=["employee_id"]))["score"].to_numpy()
+    reversed_ = predict(attrition_model, rows.iloc[::-1].reset_index(drop=True))["score"].to_numpy()[::-1]
+    single = np.array([predict(attrition_model, rows.iloc[[i]])["score"][0] for i in range(5)])
+    np.testing.assert_allclose(renamed, batch)
+    np.testing.assert_allclose(without_id, batch)
+    np.testing.assert_allclose(reversed_, batch)
+    np.testing.assert_allclose(single, batch[:5])
+
+
+def test_more_overtime_does_not_lower_attrition_risk_in_expectation(attrition_model: PyFuncModel) -> None:
+    rows = ATTRITION.drop(columns=["Attrition"])
+    with_overtime = predict(attrition_model, rows.assign(OverTime="Yes"), params={"explain": False})["score"]
+    without = predict(attrition_model, rows.assign(OverTime="No"), params={"explain": False})["score"]
+    assert with_overtime.mean() >= without.mean()
+
+
+def test_higher_income_does_not_raise_credit_risk_in_expectation(credit_model: PyFuncModel) -> None:
+    rows = CREDIT.drop(columns=["Status"]).dropna(subset=["Income"])
+    richer = predict(credit_model, rows.assign(Income=rows["Income"] * 2.0), params={"explain": False})[
+        "score"
+    ]
+    base = predict(credit_model, rows, params={"explain": False})["score"]
+    assert richer.mean() <= base.mean()
