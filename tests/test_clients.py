@@ -18,8 +18,8 @@ from training.job import TrainingOutcome
 CLIENT = r"""
 import importlib.util, json, math, os, sys
 repo = os.path.realpath(sys.argv[1])
-# Hide this repository: its path entries and the editable install's import hooks.
-sys.path[:] = [p for p in sys.path if p and not os.path.realpath(p).startswith(repo)]
+# Hide this repository (not a virtualenv inside it): its path entry and the editable install's hooks.
+sys.path[:] = [p for p in sys.path if p and os.path.realpath(p) != repo]
 def editable(hook):
     return "__editable__" in f"{getattr(hook, '__module__', '')} {type(hook).__module__}"
 sys.meta_path[:] = [f for f in sys.meta_path if not editable(f)]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import matplotlib
 
 matplotlib.use("Agg")  # Headless: training runs on servers and in CI.
@@ -21,31 +24,28 @@ def _figure() -> tuple[Figure, Axes]:
     return figure, figure.add_subplot()
 
 
-def roc_curve(y: np.ndarray, scores: dict[str, np.ndarray]) -> Figure:
-    """Holdout ROC curves of the model and the baseline."""
+def _curves(y: np.ndarray, scores: dict[str, np.ndarray], draw: Callable[..., object], title: str) -> Figure:
     figure, ax = _figure()
     for name, values in scores.items():
-        RocCurveDisplay.from_predictions(y, values, name=name, ax=ax)
-    ax.set_title("ROC curve (holdout)")
+        draw(y, values, name=name, ax=ax)
+    ax.set_title(title)
     return figure
+
+
+def roc_curve(y: np.ndarray, scores: dict[str, np.ndarray]) -> Figure:
+    """Holdout ROC curves of the model and the baseline."""
+    return _curves(y, scores, RocCurveDisplay.from_predictions, "ROC curve (holdout)")
 
 
 def precision_recall(y: np.ndarray, scores: dict[str, np.ndarray]) -> Figure:
     """Holdout precision-recall curves of the model and the baseline."""
-    figure, ax = _figure()
-    for name, values in scores.items():
-        PrecisionRecallDisplay.from_predictions(y, values, name=name, ax=ax)
-    ax.set_title("Precision-recall (holdout)")
-    return figure
+    return _curves(y, scores, PrecisionRecallDisplay.from_predictions, "Precision-recall (holdout)")
 
 
 def calibration(y: np.ndarray, scores: dict[str, np.ndarray]) -> Figure:
     """Reliability diagram: predicted probability against observed frequency."""
-    figure, ax = _figure()
-    for name, values in scores.items():
-        CalibrationDisplay.from_predictions(y, values, n_bins=10, strategy="quantile", name=name, ax=ax)
-    ax.set_title("Calibration (holdout)")
-    return figure
+    draw = partial(CalibrationDisplay.from_predictions, n_bins=10, strategy="quantile")
+    return _curves(y, scores, draw, "Calibration (holdout)")
 
 
 def importance(contributions: np.ndarray, names: list[str]) -> Figure:
