@@ -84,7 +84,8 @@ def resolve_config_path(ref: str) -> Path:
     return shipped
 
 
-def _format_validation_error(source: str, exc: ValidationError) -> str:
+def format_validation_error(source: str, exc: ValidationError) -> str:
+    """One line naming every invalid field."""
     problems = []
     for error in exc.errors():
         field = ".".join(str(part) for part in error["loc"]) or "(top level)"
@@ -104,7 +105,7 @@ def load_config(ref: str) -> UseCaseConfig:
     try:
         config = UseCaseConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(str(path), exc)) from None
+        raise ConfigError(format_validation_error(str(path), exc)) from None
     data_path = config.data.path
     if not data_path.is_absolute():
         data_path = (path.parent / data_path).resolve()

@@ -24,12 +24,14 @@ from mlflow.environment_variables import MLFLOW_RUN_ID
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+from pydantic import ValidationError
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from training import plots
-from training.config import UseCaseConfig
+from training.config import SearchConfig, UseCaseConfig, format_validation_error
 from training.data import Dataset, load_dataset
+from training.errors import ConfigError
 from training.evaluation import choose_threshold, classification_metrics
 from training.features import encoded_to_raw
 from training.search import baseline_pipeline, folds, oof_scores, tune, xgb_pipeline
@@ -142,9 +144,11 @@ def train(
     config: UseCaseConfig, *, trials: int | None = None, cv_folds: int | None = None
 ) -> TrainingOutcome:
     """Train, evaluate, log and register one model version for a use case."""
-    search = config.search.model_copy(
-        update={k: v for k, v in {"trials": trials, "cv_folds": cv_folds}.items() if v is not None}
-    )
+    overrides = {k: v for k, v in {"trials": trials, "cv_folds": cv_folds}.items() if v is not None}
+    try:
+        search = SearchConfig.model_validate({**config.search.model_dump(), **overrides})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error("search overrides", exc)) from None
     config = config.model_copy(update={"search": search})
     dataset = load_dataset(config)
     log.info(

@@ -86,3 +86,9 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path: Path, capsys: pytest.Cap
     err = capsys.readouterr().err
     assert "data.positive_class: 'maybe' is not a class of 'Status'" in err
     assert "Traceback" not in err
+
+
+def test_cli_overrides_are_validated_like_the_config(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", "credit", "--trials", "5000"]) == 2
+    err = capsys.readouterr().err
+    assert "search overrides" in err and "trials" in err and "Traceback" not in err
