@@ -13,7 +13,7 @@ from registry_scripts.registry import (
     PRODUCTION_AT_TAG,
     TARGETS,
     Version,
-    get_version,
+    find_version,
     holder,
     move,
     now,
@@ -48,10 +48,11 @@ def promote(
     if tolerance < 0:
         raise RegistryError(f"--tolerance: must be >= 0, got {tolerance}")
     stage = TARGETS[target]
-    candidate = get_version(client, name, version_ref)
+    all_versions = versions(client, name)
+    candidate = find_version(all_versions, name, version_ref)
     if candidate.status != "READY":
         raise RegistryError(f"--version: version {candidate.number} is {candidate.status}, not READY")
-    current = holder(versions(client, name), stage)
+    current = holder(all_versions, stage)
     if current is not None and current.number == candidate.number:
         sync_aliases(client, name)
         return Outcome(f"{name} version {candidate.number} is already in {stage} (@{target} in step)")

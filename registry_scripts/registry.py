@@ -62,9 +62,8 @@ def versions(client: MlflowClient, name: str) -> list[Version]:
     return sorted((Version.of(mv, aliases) for mv in found), key=lambda v: v.number)
 
 
-def get_version(client: MlflowClient, name: str, ref: str) -> Version:
-    """A version by number, or the newest for 'latest'."""
-    all_versions = versions(client, name)
+def find_version(all_versions: list[Version], name: str, ref: str) -> Version:
+    """A version by number, or the newest for 'latest', among a model's versions."""
     if ref == "latest":
         if not all_versions:
             raise RegistryError(f"--version: model {name!r} has no versions")
@@ -98,11 +97,9 @@ def drift(all_versions: list[Version]) -> list[str]:
     return problems
 
 
-def record(
-    client: MlflowClient, name: str, version: Version | int, *, action: str, user: str, reason: str
-) -> None:
+def record(client: MlflowClient, name: str, version: Version, *, action: str, user: str, reason: str) -> None:
     """Tag a version with who did what, when and why, keeping a bounded history."""
-    number = version.number if isinstance(version, Version) else version
+    number = version.number
     current = client.get_model_version(name, str(number))
     try:
         history = json.loads((current.tags or {}).get(HISTORY_TAG, "[]"))

@@ -16,7 +16,7 @@ from training.job import train
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
-def _positive_int(text: str) -> int:
+def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -39,13 +39,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--trials",
-        type=_positive_int,
+        type=_non_negative_int,
         default=0,
         help="search trials; 0 uses the config's search.trials (default: 0)",
     )
     parser.add_argument(
         "--cv-folds",
-        type=_positive_int,
+        type=_non_negative_int,
         default=0,
         help="CV folds; 0 uses the config's search.cv_folds (default: 0)",
     )

@@ -30,7 +30,6 @@ class SearchResult:
     params: dict[str, Any]
     oof_scores: np.ndarray
     cv_roc_auc: float
-    trials: int
 
 
 def xgb_pipeline(numeric: list[str], categorical: list[str], params: dict[str, Any], seed: int) -> Pipeline:
@@ -102,6 +101,4 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
     study.optimize(objective, n_trials=trials)
-    return SearchResult(
-        params=best["params"], oof_scores=best["scores"], cv_roc_auc=best["auc"], trials=trials
-    )
+    return SearchResult(params=best["params"], oof_scores=best["scores"], cv_roc_auc=best["auc"])
