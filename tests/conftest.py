@@ -6,6 +6,7 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -81,17 +82,39 @@ def credit_model(credit: TrainingOutcome) -> PyFuncModel:
     return mlflow.pyfunc.load_model(f"models:/credit/{credit.version}")
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A new, empty PostgreSQL database, dropped afterwards."""
-    name = f"test_{uuid.uuid4().hex[:12]}"
+def register_again(client: MlflowClient, outcome: TrainingOutcome, name: str) -> str:
+    """Register a trained model's artifacts as a new version of `name`; returns the version."""
+    if not client.search_registered_models(f"name = '{name}'"):
+        client.create_registered_model(name)
+    source = client.get_model_version(outcome.model_name, outcome.version).source
+    assert source is not None
+    return str(client.create_model_version(name, source=source, run_id=outcome.run_id).version)
+
+
+def admin_sql(statement: str) -> None:
+    """Run one statement as the PostgreSQL superuser, outside a transaction."""
     admin = psycopg2.connect(POSTGRES_ADMIN)
     admin.autocommit = True
     try:
         with admin.cursor() as cursor:
-            cursor.execute(f'CREATE DATABASE "{name}"')
-        yield POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            cursor.execute(statement)
     finally:
         admin.close()
+
+
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database, dropped afterwards; yields its URL."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        admin_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database, dropped afterwards."""
+    with fresh_database() as url:
+        yield url

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import config_with
+from tests.conftest import config_with, register_again
 from training.config import DataConfig
 from training.job import TrainingOutcome, train
 
@@ -26,11 +26,7 @@ def add_good_version(client: MlflowClient, attrition: TrainingOutcome) -> Callab
     """Register the session's attrition model again under a name; returns the new version."""
 
     def add(name: str) -> str:
-        if not client.search_registered_models(f"name = '{name}'"):
-            client.create_registered_model(name)
-        source = client.get_model_version("attrition", attrition.version).source
-        assert source is not None
-        return str(client.create_model_version(name, source=source, run_id=attrition.run_id).version)
+        return register_again(client, attrition, name)
 
     return add
 

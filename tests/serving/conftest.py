@@ -1,5 +1,189 @@
-"""Serving tests use the session's attrition model in Production."""
+"""Serving fixtures: a model of its own in Production, PostgreSQL log stores, and real proxy processes."""
 
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from sqlalchemy import Engine, create_engine, text
+
+from tests.conftest import REPO, fresh_database, register_again, subprocess_env
 from tests.test_clients import production
+from training.job import TrainingOutcome
 
 __all__ = ["production"]
+
+API_KEY = "test-key-0123456789abcdef"
+ROTATED_KEY = "next-key-abcdef0123456789"
+HEADERS = {"X-API-Key": API_KEY}
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def rows(count: int, *, start: int = 0) -> pd.DataFrame:
+    """Attrition rows as a client sends them: every input column and the id, no target."""
+    frame = pd.read_csv(REPO / "data" / "attrition.csv").drop(columns=["Attrition"])
+    return frame.iloc[start : start + count].reset_index(drop=True)
+
+
+def split_body(frame: pd.DataFrame, **params: object) -> dict[str, object]:
+    """A `dataframe_split` request body."""
+    body: dict[str, object] = {"dataframe_split": frame.to_dict(orient="split", index=False)}
+    if params:
+        body["params"] = params
+    return body
+
+
+class Proxy:
+    """`python -m serving` as a user runs it, in its own process."""
+
+    def __init__(self, workdir: Path, model: str, database_url: str, **env: str) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / f"serving-{self.port}.log"
+        settings = {
+            "DATABASE_URL": database_url,
+            "API_KEYS": f"ops:{API_KEY},{ROTATED_KEY}",
+            "SERVING_SPOOL_DIR": str(workdir / f"spool-{self.port}"),
+            "SERVING_FLUSH_SECONDS": "0.2",
+            **env,
+        }
+        self.spool = Path(settings["SERVING_SPOOL_DIR"])
+        self.command = [
+            sys.executable, "-m", "serving", "--model", model, "--alias", "production",
+            "--port", str(self.port), "--poll-seconds", "1",
+        ]  # fmt: skip
+        self.env = subprocess_env(**settings)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, wait: bool = True) -> Proxy:
+        """Start the process and wait until `/ready` says so."""
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command, cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def log(self) -> str:
+        """Everything the process printed so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, seconds: float = 180) -> None:
+        """Wait for `/ready` to answer 200."""
+        assert self.process is not None
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"serving exited early:\n{self.log()[-4000:]}"
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"serving not ready in {seconds} s:\n{self.log()[-4000:]}")
+
+    def backend_pids(self) -> list[int]:
+        """Process ids of every backend this proxy started."""
+        return [int(pid) for pid in re.findall(r"starting on port \d+ \(pid (\d+)\)", self.log())]
+
+    def stop(self, sig: int = signal.SIGTERM, seconds: float = 60) -> int:
+        """Send a signal and wait for the exit code."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(seconds)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process exists (zombies excepted)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 30, message: str = "condition") -> None:
+    """Poll until `condition()` holds."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {message}")
+
+
+def count(engine: Engine, sql: str, **params: object) -> int:
+    """The integer one SQL query returns."""
+    with engine.connect() as connection:
+        return int(connection.execute(text(sql), params).scalar_one())
+
+
+@pytest.fixture(scope="module")
+def served(client: MlflowClient, attrition: TrainingOutcome) -> str:
+    """A registered model only this module serves, version 1 in Production and @production."""
+    name = f"served-{uuid.uuid4().hex[:8]}"
+    version = register_again(client, attrition, name)
+    client.transition_model_version_stage(name, version, "Production")
+    client.set_registered_model_alias(name, "production", version)
+    return name
+
+
+@pytest.fixture(scope="module")
+def log_db() -> Iterator[str]:
+    """A PostgreSQL database for this module's log store."""
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def log_engine(log_db: str) -> Iterator[Engine]:
+    """An engine on the module's log store, for checking what was persisted."""
+    engine = create_engine(log_db)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The serving processes' working directory."""
+    return tmp_path_factory.mktemp("serving")
+
+
+@pytest.fixture(scope="module")
+def start_proxy(workdir: Path) -> Iterator[Callable[..., Proxy]]:
+    """Start proxies; whatever is still running at the end of the module is stopped."""
+    started: list[Proxy] = []
+
+    def start(model: str, database_url: str, *, wait: bool = True, **env: str) -> Proxy:
+        proxy = Proxy(workdir, model, database_url, **env)
+        started.append(proxy)
+        return proxy.start(wait=wait)
+
+    yield start
+    for proxy in started:
+        if proxy.process is not None and proxy.process.poll() is None:
+            proxy.stop(signal.SIGKILL)
+        for pid in proxy.backend_pids():
+            if pid_alive(pid):
+                os.killpg(pid, signal.SIGKILL)

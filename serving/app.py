@@ -1,0 +1,267 @@
+"""The proxy's HTTP API: MLflow's `/invocations` plus health, model facts and the prediction log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException
+
+from serving import database, store
+from serving.auth import identify
+from serving.errors import BadRequest, NotFound, PayloadTooLarge, ServingError, Unavailable
+from serving.runtime import Runtime
+from serving.upstream import translate
+from serving.waterfall import render_png
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+JSON_TYPE = "application/json"
+
+
+def _error_body(error_code: str, message: str) -> dict[str, str]:
+    # The shape of MLflow's own error bodies, less the stack trace, so clients handle one format.
+    return {"error_code": error_code, "message": message}
+
+
+def error_response(error: ServingError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The JSON answer for one of our errors."""
+    return JSONResponse(_error_body(error.error_code, error.message), error.status_code, headers=headers)
+
+
+async def _serving_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServingError)
+    return error_response(exc)
+
+
+async def _validation_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    problems = [f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()]
+    return JSONResponse(_error_body("INVALID_PARAMETER_VALUE", "; ".join(problems)), 400)
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "ENDPOINT_NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+    return JSONResponse(
+        _error_body(codes.get(exc.status_code, "BAD_REQUEST"), str(exc.detail)), exc.status_code
+    )
+
+
+async def _unexpected(_: Request, exc: Exception) -> Response:
+    logger.error("unexpected error", exc_info=exc)
+    return JSONResponse(_error_body("INTERNAL_ERROR", "internal error; see the proxy's log"), 500)
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def require_key(request: Request) -> str | None:
+    """Dependency: the caller's key id; 401 when keys are configured and none matches."""
+    return identify(_runtime(request).keys, request.headers.get("x-api-key"))
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    too_large = PayloadTooLarge(f"request body is over the limit of {limit} bytes (SERVING_MAX_BODY_BYTES)")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _request_id(request: Request) -> str:
+    given = request.headers.get("x-request-id")
+    if given is None:
+        return str(uuid.uuid4())
+    try:
+        return str(uuid.UUID(given))
+    except ValueError as exc:
+        raise BadRequest("X-Request-ID: must be a UUID") from exc
+
+
+async def _from_db(call: Callable[..., T], **kwargs: Any) -> T:
+    runtime_engine = kwargs.pop("engine")
+    try:
+        return await asyncio.to_thread(call, runtime_engine, **kwargs)
+    except SQLAlchemyError as exc:
+        raise Unavailable(f"the log store is unreachable: {str(exc).splitlines()[0]}") from exc
+
+
+Key = Annotated[str | None, Depends(require_key)]
+BodyMaker = Callable[[], Awaitable[tuple[bytes, str]]]
+
+
+async def _scored(request: Request, endpoint: str, make_body: BodyMaker) -> Response:
+    """Forward one scoring request, spool its log record, and answer, whatever happened."""
+    runtime = _runtime(request)
+    received_at, started = datetime.now(UTC), time.perf_counter()
+    request_id, key_id, backend, upstream_ms = str(uuid.uuid4()), None, None, None
+    body, content_type = b"", request.headers.get("content-type", JSON_TYPE)
+    answer: bytes | None = None
+    error: ServingError | None = None
+    try:
+        request_id = _request_id(request)
+        key_id = identify(runtime.keys, request.headers.get("x-api-key"))
+        body, content_type = await make_body()
+        reply, backend, upstream_ms = await runtime.forward(body, content_type)
+        if reply.status_code != 200:
+            raise translate(reply.status_code, reply.content)
+        answer = reply.content
+    except ServingError as exc:
+        error = exc
+    try:
+        runtime.log(
+            request_id=request_id, received_at=received_at, key_id=key_id, endpoint=endpoint,
+            backend=backend, status_code=error.status_code if error else 200,
+            total_ms=(time.perf_counter() - started) * 1000, upstream_ms=upstream_ms,
+            content_type=content_type, body=body, response=answer, error=error.message if error else None,
+        )  # fmt: skip
+    except ServingError as exc:  # The spool is full and the policy is to refuse.
+        error = error or exc
+    if error is not None or answer is None or backend is None:
+        return error_response(error or Unavailable("no answer"), {"X-Request-ID": request_id})
+    headers = {"X-Request-ID": request_id, "X-Model-Version": str(backend.info.version)}
+    return Response(answer, 200, media_type=JSON_TYPE, headers=headers)
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    """The proxy application around a started runtime."""
+    app = FastAPI(
+        title="Explainable classifier",
+        summary="MLflow's scoring protocol with a persisted, explainable prediction log.",
+    )
+    app.state.runtime = runtime
+    app.add_exception_handler(ServingError, _serving_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+    limit = runtime.settings.max_body_bytes
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """The proxy process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready() -> Response:
+        """The backend answers `/ping` and the log store is reachable."""
+        reasons = []
+        if problem := await runtime.ping_backend():
+            reasons.append(problem)
+        try:
+            await asyncio.wait_for(asyncio.to_thread(database.ping, runtime.engine), timeout=5)
+        except Unavailable as exc:
+            reasons.append(exc.message)
+        except TimeoutError:
+            reasons.append("log store: no answer within 5 s")
+        version = runtime.backend.info.version if runtime.backend else None
+        body = {"status": "not ready" if reasons else "ready", "model_version": version, "reasons": reasons}
+        return JSONResponse(body, 503 if reasons else 200)
+
+    @app.get("/model")
+    async def model(_: Key) -> dict[str, Any]:
+        """The served version: registry facts, threshold, holdout metrics, schema and params."""
+        backend = runtime.backend
+        if backend is None:
+            raise Unavailable(f"the model server is not running: {runtime.not_ready}")
+        return backend.info.as_json()
+
+    @app.post("/invocations")
+    async def invocations(request: Request) -> Response:
+        """MLflow's scoring protocol, unchanged; adds X-Request-ID and X-Model-Version."""
+
+        async def body() -> tuple[bytes, str]:
+            return await _read_body(request, limit), request.headers.get("content-type", JSON_TYPE)
+
+        return await _scored(request, "/invocations", body)
+
+    @app.post("/predict/by-id/{entity_id}")
+    async def predict_by_id(request: Request, entity_id: str) -> Response:
+        """Score an entity from the entity table; an optional JSON body may carry `params`."""
+
+        async def body() -> tuple[bytes, str]:
+            raw = await _read_body(request, limit)
+            params = None
+            if raw.strip():
+                try:
+                    payload = json.loads(raw)
+                except ValueError as exc:
+                    raise BadRequest('body: must be JSON like {"params": {...}}') from exc
+                if not isinstance(payload, dict) or not isinstance(payload.get("params", {}), dict):
+                    raise BadRequest('body: must be JSON like {"params": {...}}')
+                params = payload.get("params")
+            features = await _from_db(
+                store.get_entity,
+                engine=runtime.engine,
+                model_name=runtime.settings.model,
+                entity_id=entity_id,
+            )
+            if features is None:
+                raise NotFound(
+                    f"entity {entity_id!r} is not in the entity table of {runtime.settings.model!r}"
+                )
+            document: dict[str, Any] = {"dataframe_records": [features]}
+            if params:
+                document["params"] = params
+            return json.dumps(document).encode(), JSON_TYPE
+
+        return await _scored(request, f"/predict/by-id/{entity_id}", body)
+
+    @app.get("/predictions")
+    async def predictions(
+        _: Key,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+        model_version: Annotated[int | None, Query(ge=1)] = None,
+    ) -> dict[str, Any]:
+        """The latest logged predictions of this model, newest first."""
+        rows = await _from_db(
+            store.latest_predictions, engine=runtime.engine, limit=limit,
+            model_name=runtime.settings.model, model_version=model_version,
+        )  # fmt: skip
+        return {"predictions": rows}
+
+    @app.get("/predictions/{request_id}")
+    async def prediction(_: Key, request_id: uuid.UUID) -> dict[str, Any]:
+        """One logged request with its predictions."""
+        found = await _from_db(store.get_request, engine=runtime.engine, request_id=request_id)
+        if found is None:
+            raise NotFound(f"request {request_id} is not in the log (yet: rows are written within seconds)")
+        return found
+
+    @app.get("/predictions/{request_id}/waterfall.png")
+    async def waterfall(_: Key, request_id: uuid.UUID, row: Annotated[int, Query(ge=0)] = 0) -> Response:
+        """A SHAP waterfall plot of one logged row, from its stored contributions."""
+        found = await _from_db(store.get_request, engine=runtime.engine, request_id=request_id)
+        if found is None:
+            raise NotFound(f"request {request_id} is not in the log (yet: rows are written within seconds)")
+        rows = {item["row_index"]: item for item in found["predictions"]}
+        if row not in rows:
+            raise NotFound(f"request {request_id} has no logged row {row}")
+        item = rows[row]
+        if not item["contributions"] or item["base_value"] is None:
+            raise NotFound(f"request {request_id} row {row} was scored without explanations")
+        png = await asyncio.to_thread(
+            render_png, contributions=item["contributions"], base_value=item["base_value"],
+            score=item["score"], features=item["input"] or {},
+        )  # fmt: skip
+        return Response(png, media_type="image/png")
+
+    return app

@@ -1,0 +1,112 @@
+"""The backend: `mlflow models serve` on one model version, as a child process on an internal port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import mlflow
+
+from serving.errors import Unavailable
+from serving.registry import ModelInfo
+
+logger = logging.getLogger(__name__)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    # Linux: the backend gets SIGTERM if the serving process dies, even by SIGKILL.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Backend:
+    """One running `mlflow models serve` and the requests it is answering."""
+
+    info: ModelInfo
+    url: str
+    process: subprocess.Popen[bytes]
+    inflight: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def alive(self) -> bool:
+        """Whether the process still runs."""
+        return self.process.poll() is None
+
+
+def spawn(info: ModelInfo, *, workers: int, timeout_seconds: float) -> Backend:
+    """Start `mlflow models serve` on one version (call from the event loop's thread)."""
+    port = _free_port()
+    command = [
+        sys.executable, "-m", "mlflow", "models", "serve",
+        "-m", f"models:/{info.name}/{info.version}",
+        "--env-manager", "local",
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--workers", str(workers),
+        "--timeout", str(max(1, round(timeout_seconds))),
+    ]  # fmt: skip
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
+    # Own session: a Ctrl-C meant for the serving command must not stop the backend mid-request.
+    process = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
+    logger.info("backend: version %s starting on port %d (pid %d)", info.version, port, process.pid)
+    return Backend(info=info, url=f"http://127.0.0.1:{port}", process=process)
+
+
+async def wait_ready(backend: Backend, client: httpx.AsyncClient, *, seconds: float) -> None:
+    """Wait until the backend answers `/ping`; raise `Unavailable` if it exits or takes too long."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not backend.alive():
+            raise Unavailable(
+                f"backend for version {backend.info.version} exited with code {backend.process.returncode}"
+            )
+        with contextlib.suppress(httpx.HTTPError):
+            if (await client.get(f"{backend.url}/ping", timeout=2.0)).status_code == 200:
+                logger.info("backend: version %s ready at %s", backend.info.version, backend.url)
+                return
+        await asyncio.sleep(0.25)
+    raise Unavailable(
+        f"backend for version {backend.info.version} did not answer /ping within {seconds:.0f} s"
+    )
+
+
+def _group_alive(backend: Backend) -> bool:
+    backend.process.poll()  # Reap the leader, so that only live members count.
+    try:
+        os.killpg(backend.process.pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+async def stop(backend: Backend, *, grace_seconds: float = 20.0) -> None:
+    """SIGTERM the backend's process group, then SIGKILL what is left after the grace period."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(backend.process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while _group_alive(backend) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    if _group_alive(backend):
+        logger.warning("backend: version %s ignored SIGTERM; killing it", backend.info.version)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(backend.process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        await asyncio.to_thread(backend.process.wait, 5)
+    logger.info("backend: version %s stopped", backend.info.version)

@@ -1,0 +1,73 @@
+"""One engine per process, waiting for the database, and Alembic migrations to `head`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from serving.errors import ConfigurationError, Unavailable
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def make_engine(url: str) -> Engine:
+    """The process's engine; connections are checked before use so a restarted database is found."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigurationError(f"DATABASE_URL: not a database URL: {exc}") from exc
+    if parsed.get_backend_name() == "sqlite":
+        return create_engine(parsed, connect_args={"timeout": 5})
+    # connect_timeout keeps a vanished server from holding the writer for minutes.
+    return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 3})
+
+
+def safe_url(engine: Engine) -> str:
+    """The engine's URL without its password, for messages."""
+    return engine.url.render_as_string(hide_password=True)
+
+
+def ping(engine: Engine) -> None:
+    """Raise `Unavailable` unless the database answers."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        raise Unavailable(f"database {safe_url(engine)} is unreachable: {_first_line(exc)}") from exc
+
+
+def wait_for(engine: Engine, seconds: float) -> None:
+    """Wait until the database answers, for at most `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            ping(engine)
+        except Unavailable:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+        else:
+            return
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the log schema to Alembic's `head`."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    except SQLAlchemyError as exc:
+        raise Unavailable(f"cannot migrate {safe_url(engine)}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    original = getattr(exc, "orig", None) or exc
+    return str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__

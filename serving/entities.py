@@ -1,0 +1,92 @@
+"""Load the entity table from a dataset CSV: `python -m serving.entities --model M --input F.csv`.
+
+`POST /predict/by-id/{id}` scores entities from this table. Each row keeps the model's input columns
+(read from the signature of the version the alias or stage names) under the value of its id column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.tracking import MlflowClient
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+
+from serving.database import make_engine, migrate, safe_url
+from serving.errors import ServingError
+from serving.registry import describe, resolve
+from serving.settings import ServingSettings
+from serving.store import upsert_entities
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def entity_features(
+    frame: pd.DataFrame, *, columns: list[str], id_column: str | None
+) -> dict[str, dict[str, Any]]:
+    """Each row's model inputs under its id; missing values become null."""
+    if id_column is None:
+        raise ValueError("--model: the model's signature has no optional id column")
+    if id_column not in frame.columns:
+        raise ValueError(f"--input: the id column {id_column!r} is not in the CSV")
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise ValueError(f"--input: the model's input column(s) {missing} are not in the CSV")
+    if frame[id_column].duplicated().any():
+        raise ValueError(f"--input: the id column {id_column!r} has duplicate values")
+    records = frame[columns].astype(object).to_dict(orient="records")
+    return {
+        str(record[id_column]): {
+            key: None if isinstance(value, float) and math.isnan(value) else value
+            for key, value in record.items()
+        }
+        for record in records
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Read the CSV, check it against the model's signature, and upsert the entities."""
+    parser = argparse.ArgumentParser(prog="python -m serving.entities", description=__doc__)
+    parser.add_argument("--model", required=True, help="registered model name")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--alias", help="alias whose signature is used (default: production)")
+    target.add_argument("--stage", help="stage whose signature is used instead")
+    parser.add_argument("--input", required=True, type=Path, help="CSV with an id column and the inputs")
+    args = parser.parse_args(argv)
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        mlflow.set_tracking_uri(DEFAULT_TRACKING_URI)
+    try:
+        settings = ServingSettings(model=args.model, alias=args.alias, stage=args.stage)
+        client = MlflowClient()
+        version = resolve(client, settings.model, alias=settings.alias, stage=settings.stage)
+        info = describe(client, settings.model, version, settings.target)
+        frame = pd.read_csv(args.input)
+        features = entity_features(frame, columns=info.columns, id_column=info.id_column)
+        engine = make_engine(settings.database_url)
+        migrate(engine)
+        count = upsert_entities(engine, model_name=settings.model, features=features)
+    except ValidationError as exc:
+        print(f"error: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+    except ServingError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:
+        print(f"error: DATABASE_URL: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(f"loaded {count} entities of {settings.model} (version {version}'s inputs) into {safe_url(engine)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Turn a spooled exchange (request body, response body, metadata) into log-store rows."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import logging
+import math
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_KEYS = frozenset({"score", "prediction", "threshold", "base_value", "contributions"})
+Row = dict[str, Any]
+
+
+def _json(text: str) -> Any:
+    # MLflow accepts NaN and Infinity; JSON columns cannot hold them, so they are stored as null.
+    return json.loads(text, parse_constant=lambda _: None)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _from_columns(columns: dict[str, Any]) -> list[Row]:
+    lists = {name: value if isinstance(value, list) else [value] for name, value in columns.items()}
+    length = max((len(value) for value in lists.values()), default=0)
+    return [
+        {name: value[i] if i < len(value) else None for name, value in lists.items()} for i in range(length)
+    ]
+
+
+def _from_list(items: list[Any], columns: Sequence[str]) -> list[Row]:
+    return [item if isinstance(item, dict) else dict(zip(columns, item, strict=False)) for item in items]
+
+
+def input_rows(content_type: str, body: str, columns: Sequence[str]) -> list[Row]:  # noqa: PLR0911
+    """The rows of a request in any MLflow input format; [] when the body cannot be read."""
+    try:
+        if content_type.split(";", maxsplit=1)[0].strip().lower() == "text/csv":
+            frame = pd.read_csv(io.StringIO(body))
+            return [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+        payload = _json(body)
+        if not isinstance(payload, dict):
+            return []
+        if isinstance(split := payload.get("dataframe_split"), dict):
+            return _from_list(split.get("data", []), split.get("columns") or columns)
+        if isinstance(records := payload.get("dataframe_records"), list):
+            return _from_list(records, columns)
+        for key in ("instances", "inputs"):
+            value = payload.get(key)
+            if isinstance(value, dict):
+                return _from_columns(value)
+            if isinstance(value, list):
+                return _from_list(value, columns)
+    except (ValueError, TypeError, pd.errors.ParserError):
+        pass
+    return []
+
+
+def pseudonym(entity_id: str, key: bytes) -> str:
+    """Keyed hash of an entity id (HMAC-SHA256, hex)."""
+    return hmac.new(key, entity_id.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def to_rows(record: dict[str, Any], *, hmac_key: bytes | None) -> tuple[Row, list[Row]]:
+    """The `inference_requests` row and `inference_predictions` rows of one spooled exchange."""
+    meta = record["request"]
+    request_id = uuid.UUID(meta["request_id"])
+    id_column = record.get("id_column")
+    inputs = input_rows(record.get("content_type") or "", record.get("body") or "", record.get("columns", []))
+    outputs: list[Row] = []
+    if record.get("response"):
+        try:
+            parsed = _json(record["response"])
+            outputs = parsed["predictions"] if isinstance(parsed, dict) else []
+        except (ValueError, KeyError, TypeError):
+            logger.warning(
+                "log: request %s has an unreadable response; its predictions are not stored", request_id
+            )
+    predictions = []
+    for index, output in enumerate(outputs):
+        if not isinstance(output, dict):
+            continue
+        row = dict(inputs[index]) if index < len(inputs) else None
+        entity = output.get(id_column) if id_column else None
+        if entity is None and row is not None and id_column:
+            entity = row.get(id_column)
+        entity_id = None if entity is None else str(entity)
+        if entity_id is not None and hmac_key is not None:
+            entity_id = pseudonym(entity_id, hmac_key)
+            if row is not None and id_column in row:
+                row[id_column] = entity_id
+        predictions.append(
+            {
+                "request_id": request_id,
+                "row_index": index,
+                "entity_id": entity_id,
+                "input": row,
+                "score": float(output["score"]),
+                "prediction": str(output["prediction"]),
+                "threshold": float(output["threshold"]),
+                "base_value": output.get("base_value"),
+                "contributions": output.get("contributions"),
+            }
+        )
+    request = {
+        "request_id": request_id,
+        "received_at": datetime.fromisoformat(meta["received_at"]),
+        "key_id": meta.get("key_id"),
+        "endpoint": meta["endpoint"],
+        "model_name": meta["model_name"],
+        "model_version": meta.get("model_version"),
+        "model_target": meta["model_target"],
+        "status_code": meta["status_code"],
+        "total_ms": meta["total_ms"],
+        "upstream_ms": meta.get("upstream_ms"),
+        "n_rows": len(predictions) or len(inputs),
+        "error": meta.get("error"),
+    }
+    return request, predictions

@@ -1,0 +1,97 @@
+"""What the serving command knows of a model: the registry's answer, read through MLflow's client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from serving.errors import ConfigurationError
+
+REPORTED_METRICS = ("threshold", "cv_roc_auc")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One registered version as `GET /model` reports it."""
+
+    name: str
+    version: int
+    target: str
+    stage: str | None
+    aliases: list[str]
+    run_id: str | None
+    threshold: float | None
+    metrics: dict[str, float]
+    inputs: list[dict[str, Any]]
+    params: list[dict[str, Any]]
+    id_column: str | None = None
+    columns: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """The body of `GET /model`."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "served_as": f"models:/{self.name}{self.target}",
+            "stage": self.stage,
+            "aliases": self.aliases,
+            "run_id": self.run_id,
+            "threshold": self.threshold,
+            "metrics": self.metrics,
+            "id_column": self.id_column,
+            "input_schema": self.inputs,
+            "params": self.params,
+        }
+
+
+def resolve(client: MlflowClient, name: str, *, alias: str | None, stage: str | None) -> int:
+    """The version an alias or a stage names now."""
+    try:
+        if stage:
+            held = [
+                int(version.version)
+                for version in client.search_model_versions(f"name = '{name}'")
+                if version.current_stage == stage
+            ]
+            if not held:
+                raise ConfigurationError(f"--stage: no version of model {name!r} is in stage {stage}")
+            return max(held)
+        return int(client.get_model_version_by_alias(name, alias or "production").version)
+    except MlflowException as exc:
+        raise ConfigurationError(f"--model/--alias: {name}@{alias}: {exc.message}") from exc
+
+
+def describe(client: MlflowClient, name: str, version: int, target: str) -> ModelInfo:
+    """Registry, run and signature facts about one version."""
+    try:
+        model_version = client.get_model_version(name, str(version))
+        run_metrics = client.get_run(model_version.run_id).data.metrics if model_version.run_id else {}
+        signature = mlflow.models.get_model_info(f"models:/{name}/{version}").signature
+    except MlflowException as exc:
+        raise ConfigurationError(f"model {name!r} version {version}: {exc.message}") from exc
+    inputs = signature.inputs.to_dict() if signature and signature.inputs else []
+    params = signature.params.to_dict() if signature and signature.params else []
+    metrics = {
+        key: value
+        for key, value in run_metrics.items()
+        if key.startswith("holdout_") or key in REPORTED_METRICS
+    }
+    optional = [column["name"] for column in inputs if column.get("required") is False and "name" in column]
+    return ModelInfo(
+        name=name,
+        version=version,
+        target=target,
+        stage=model_version.current_stage if model_version.current_stage != "None" else None,
+        aliases=sorted(model_version.aliases or []),
+        run_id=model_version.run_id,
+        threshold=run_metrics.get("threshold"),
+        metrics=metrics,
+        inputs=inputs,
+        params=params,
+        id_column=optional[0] if optional else None,
+        columns=[column["name"] for column in inputs if "name" in column],
+    )

@@ -1,0 +1,230 @@
+"""The serving process's moving parts: the backend it routes to, the log spool, and the registry follower."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import datetime
+from typing import Any
+
+import httpx
+from mlflow.tracking import MlflowClient
+from sqlalchemy import Engine
+
+from serving import backend as backends
+from serving.auth import ApiKey
+from serving.backend import Backend
+from serving.errors import BackendTimeout, ServingError, Unavailable
+from serving.registry import describe, resolve
+from serving.settings import ServingSettings
+from serving.spool import Spool, SpoolFull
+from serving.writer import LogWriter
+
+logger = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Routes requests to the current backend, spools their log records, and follows the registry."""
+
+    def __init__(
+        self,
+        settings: ServingSettings,
+        *,
+        engine: Engine,
+        spool: Spool,
+        writer: LogWriter,
+        keys: list[ApiKey],
+        client: MlflowClient,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.spool = spool
+        self.writer = writer
+        self.keys = keys
+        self.client = client
+        self.backend: Backend | None = None
+        self.not_ready: str | None = "starting"
+        self.dropped_records = 0
+        self._version: int | None = None
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.backend_timeout_seconds, connect=5.0),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        )
+        self._follower: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Start the writer and the backend on the version the registry names, then follow it."""
+        self.writer.start()
+        self._version = await asyncio.to_thread(self._resolve)
+        self.backend = await self._launch(self._version)
+        self.not_ready = None
+        self._follower = asyncio.create_task(self._follow(), name="registry-follower")
+
+    def _resolve(self) -> int:
+        return resolve(self.client, self.settings.model, alias=self.settings.alias, stage=self.settings.stage)
+
+    async def _launch(self, version: int) -> Backend:
+        info = await asyncio.to_thread(
+            describe, self.client, self.settings.model, version, self.settings.target
+        )
+        backend = backends.spawn(
+            info, workers=self.settings.backend_workers, timeout_seconds=self.settings.backend_timeout_seconds
+        )
+        try:
+            await backends.wait_ready(backend, self._http, seconds=self.settings.backend_start_seconds)
+        except BaseException:
+            await backends.stop(backend)
+            raise
+        return backend
+
+    async def _follow(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_seconds)
+            try:
+                await self.check()
+            except ServingError as exc:
+                logger.warning("follower: %s", exc.message)
+            except Exception:
+                logger.exception("follower: unexpected error; still following")
+
+    async def check(self) -> None:
+        """Restart a dead backend; move to the version the registry names if it changed."""
+        current = self.backend
+        if current is not None and not current.alive():
+            self.backend = None
+            self.not_ready = f"backend for version {current.info.version} exited; restarting it"
+            logger.warning("follower: %s", self.not_ready)
+            await backends.stop(current)
+        wanted: int | None
+        try:
+            wanted = await asyncio.to_thread(self._resolve)
+        except ServingError as exc:
+            logger.warning("follower: cannot read the registry (%s); serving on", exc.message)
+            wanted = self._version
+        if wanted is None:
+            return
+        if self.backend is None:
+            self._version = wanted
+            self.backend = await self._launch(wanted)
+            self.not_ready = None
+        elif wanted != self.backend.info.version:
+            await self.switch(wanted)
+
+    async def switch(self, version: int) -> None:
+        """Start a backend on `version`, route new requests to it, retire the old one when idle."""
+        old = self.backend
+        logger.info("follower: %s%s now names version %s", self.settings.model, self.settings.target, version)
+        new = await self._launch(version)
+        self._version = version
+        self.backend = new
+        if old is not None:
+            logger.info("follower: switched from version %s to %s", old.info.version, version)
+            task = asyncio.create_task(self._retire(old))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, old: Backend) -> None:
+        deadline = time.monotonic() + self.settings.drain_seconds
+        while old.inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await backends.stop(old)
+
+    async def forward(self, body: bytes, content_type: str) -> tuple[httpx.Response, Backend, float]:
+        """Send a body to the current backend's `/invocations`: its answer, the backend, upstream ms."""
+        backend = self.backend
+        if backend is None:
+            raise Unavailable(f"the model server is not running: {self.not_ready}")
+        if self.settings.spool_full == "reject" and self.spool.full():
+            raise SpoolFull("the prediction log spool is full; the log store has been down too long")
+        backend.inflight += 1
+        started = time.perf_counter()
+        try:
+            answer = await self._http.post(
+                f"{backend.url}/invocations", content=body, headers={"content-type": content_type}
+            )
+        except httpx.TimeoutException as exc:
+            raise BackendTimeout(
+                f"the model did not answer within {self.settings.backend_timeout_seconds:g} s"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise Unavailable("the model server is not answering; retry shortly") from exc
+        finally:
+            backend.inflight -= 1
+        return answer, backend, (time.perf_counter() - started) * 1000
+
+    async def ping_backend(self) -> str | None:
+        """None if the backend answers `/ping`, else why not."""
+        backend = self.backend
+        if backend is None:
+            return f"model server: {self.not_ready}"
+        try:
+            answer = await self._http.get(f"{backend.url}/ping", timeout=2.0)
+        except httpx.HTTPError:
+            return f"model server for version {backend.info.version} does not answer /ping"
+        return None if answer.status_code == 200 else f"model server answered /ping with {answer.status_code}"
+
+    def log(
+        self,
+        *,
+        request_id: str,
+        received_at: datetime,
+        key_id: str | None,
+        endpoint: str,
+        backend: Backend | None,
+        status_code: int,
+        total_ms: float,
+        upstream_ms: float | None,
+        content_type: str,
+        body: bytes,
+        response: bytes | None,
+        error: str | None,
+    ) -> None:
+        """Spool one exchange for the log store; `SpoolFull` under the reject policy."""
+        served = backend or self.backend
+        info = served.info if served else None
+        record: dict[str, Any] = {
+            "request": {
+                "request_id": request_id,
+                "received_at": received_at.isoformat(),
+                "key_id": key_id,
+                "endpoint": endpoint,
+                "model_name": self.settings.model,
+                "model_version": info.version if info else None,
+                "model_target": self.settings.target,
+                "status_code": status_code,
+                "total_ms": round(total_ms, 3),
+                "upstream_ms": None if upstream_ms is None else round(upstream_ms, 3),
+                "error": error,
+            },
+            "content_type": content_type,
+            "body": body.decode("utf-8", errors="replace"),
+            "response": None if response is None else response.decode("utf-8", errors="replace"),
+            "id_column": info.id_column if info else None,
+            "columns": info.columns if info else [],
+        }
+        try:
+            self.spool.append(record)
+        except SpoolFull:
+            if self.settings.spool_full == "reject":
+                raise
+            self.dropped_records += 1
+            if self.dropped_records == 1 or self.dropped_records % 1000 == 0:
+                logger.warning("log: spool full, %d record(s) dropped so far", self.dropped_records)
+
+    async def close(self) -> None:
+        """Stop following, stop every backend, write the queued rows, release the spool."""
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+        for task in list(self._retiring):
+            await task
+        if self.backend is not None:
+            await backends.stop(self.backend)
+            self.backend = None
+        await self._http.aclose()
+        await asyncio.to_thread(self.writer.close)
+        self.spool.close()

@@ -1,0 +1,72 @@
+"""The serving process's settings: environment variables (prefix `SERVING_`) and the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ServingSettings(BaseSettings):
+    """Everything `python -m serving` needs; command-line options win over the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SERVING_", extra="forbid", populate_by_name=True)
+
+    model: str = Field(min_length=1, description="registered model name")
+    alias: str | None = Field(default=None, description="alias to follow (default: production)")
+    stage: Literal["Staging", "Production"] | None = Field(default=None, description="stage to follow")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    poll_seconds: float = Field(default=10.0, gt=0, description="how often the registry is read")
+
+    database_url: str = Field(
+        default="sqlite:///serving.db",
+        validation_alias=AliasChoices("SERVING_DATABASE_URL", "DATABASE_URL", "database_url"),
+        description="log store (SQLAlchemy URL); PostgreSQL in production",
+    )
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("SERVING_API_KEYS", "API_KEYS", "api_keys"),
+        description="comma-separated keys, each `secret` or `key_id:secret`; empty = no auth",
+    )
+    entity_id_hmac_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "SERVING_ENTITY_ID_HMAC_KEY", "ENTITY_ID_HMAC_KEY", "entity_id_hmac_key"
+        ),
+        description="when set, logged entity ids are HMAC-SHA256 pseudonyms",
+    )
+    max_body_bytes: int = Field(default=20 * 2**20, gt=0, description="larger request bodies get 413")
+    backend_timeout_seconds: float = Field(default=60.0, gt=0, description="then 504")
+    backend_start_seconds: float = Field(default=180.0, gt=0, description="time for a backend's /ping")
+    backend_workers: int = Field(default=1, ge=1, description="uvicorn workers of `mlflow models serve`")
+    drain_seconds: float = Field(default=60.0, ge=0, description="grace for a replaced backend's requests")
+    spool_dir: Path = Field(default=Path(".serving-spool"), description="local write-ahead log of rows")
+    spool_max_bytes: int = Field(default=512 * 2**20, gt=0, description="bound on the spool's size")
+    spool_full: Literal["reject", "drop"] = Field(
+        default="reject", description="when the spool is full: refuse predictions (503) or drop log rows"
+    )
+    flush_seconds: float = Field(default=0.5, gt=0, description="how often queued rows are written")
+    database_wait_seconds: float = Field(default=30.0, ge=0, description="wait for the database at start")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ServingSettings:
+        if self.alias and self.stage:
+            raise ValueError("give either alias or stage, not both")
+        if not self.alias and not self.stage:
+            self.alias = "production"
+        return self
+
+    @property
+    def target(self) -> str:
+        """What is followed, as written in a `models:/` URI: `@production` or `/Production`."""
+        return f"/{self.stage}" if self.stage else f"@{self.alias}"

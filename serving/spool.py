@@ -1,0 +1,108 @@
+"""A bounded write-ahead log on local disk: every answered request is in it before the answer leaves.
+
+Records are appended to the open segment (a JSON-lines file); the writer closes segments, writes
+their records to the database and deletes them. A crash loses nothing that was answered: segments
+left behind are replayed at the next start, and replays are harmless because rows are keyed by
+request id.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from serving.errors import ConfigurationError, Unavailable
+
+logger = logging.getLogger(__name__)
+
+
+class SpoolFull(Unavailable):
+    """The spool reached its size bound."""
+
+
+class Spool:
+    """Append-only segments in one directory, owned by one process at a time."""
+
+    def __init__(self, directory: Path, *, max_bytes: int) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._owner = open(directory / "spool.lock", "a")  # noqa: SIM115 - held for the process's life
+        try:
+            fcntl.flock(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            self._owner.close()
+            raise ConfigurationError(
+                f"SERVING_SPOOL_DIR: {directory} is in use by another serving process"
+            ) from exc
+        closed = self._segments()
+        self._next = int(closed[-1].stem) + 1 if closed else 1
+        self._size = sum(path.stat().st_size for path in closed)
+        self._current: IO[str] | None = None
+        self._current_path: Path | None = None
+        if closed:
+            logger.info("spool: %d segment(s) from an earlier run will be replayed", len(closed))
+
+    def _segments(self) -> list[Path]:
+        return sorted(self.directory.glob("*.jsonl"))
+
+    @property
+    def size(self) -> int:
+        """Bytes held, written or not."""
+        return self._size
+
+    def full(self) -> bool:
+        """Whether the size bound is reached."""
+        return self._size >= self.max_bytes
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Add one record; raise `SpoolFull` when it would pass the bound."""
+        line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
+        with self._lock:
+            if self._size + len(line) > self.max_bytes:
+                raise SpoolFull("the prediction log spool is full; the log store has been down too long")
+            if self._current is None:
+                self._current_path = self.directory / f"{self._next:016d}.jsonl"
+                self._next += 1
+                self._current = self._current_path.open("a", encoding="utf-8")
+            # flush() hands the line to the kernel: it survives the process being killed.
+            self._current.write(line)
+            self._current.flush()
+            self._size += len(line)
+
+    def seal(self) -> list[Path]:
+        """Close the open segment and return every closed segment, oldest first."""
+        with self._lock:
+            if self._current is not None:
+                self._current.close()
+                self._current = None
+                self._current_path = None
+            return self._segments()
+
+    def discard(self, segment: Path) -> None:
+        """Delete a segment whose records are stored."""
+        with self._lock:
+            size = segment.stat().st_size
+            segment.unlink()
+            self._size -= size
+
+    @staticmethod
+    def read(segment: Path) -> Iterator[dict[str, Any]]:
+        """The records of a segment; a torn last line (a crash while appending) is skipped."""
+        with segment.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    logger.warning("spool: %s line %d is incomplete and was skipped", segment.name, number)
+
+    def close(self) -> None:
+        """Close the open segment and give up ownership."""
+        self.seal()
+        self._owner.close()

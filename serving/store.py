@@ -1,0 +1,119 @@
+"""Persistence functions of the log store; they know nothing of HTTP."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, Table, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from serving.tables import entities, inference_predictions, inference_requests
+
+Row = dict[str, Any]
+
+
+def _insert(engine: Engine, table: Table) -> postgresql.Insert | sqlite.Insert:
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def write_log(engine: Engine, *, requests: Sequence[Row], predictions: Sequence[Row]) -> None:
+    """Insert requests and their predictions in one transaction; rows already stored are skipped."""
+    with engine.begin() as connection:
+        if requests:
+            connection.execute(_insert(engine, inference_requests).on_conflict_do_nothing(), list(requests))
+        if predictions:
+            connection.execute(
+                _insert(engine, inference_predictions).on_conflict_do_nothing(), list(predictions)
+            )
+
+
+def count_rows(engine: Engine, *, table: Table) -> int:
+    """How many rows a table holds."""
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def _prediction_columns() -> list[Any]:
+    return [
+        inference_predictions.c.request_id,
+        inference_predictions.c.row_index,
+        inference_requests.c.received_at,
+        inference_requests.c.model_name,
+        inference_requests.c.model_version,
+        inference_predictions.c.entity_id,
+        inference_predictions.c.score,
+        inference_predictions.c.prediction,
+        inference_predictions.c.threshold,
+        inference_predictions.c.base_value,
+        inference_predictions.c.contributions,
+        inference_predictions.c.input,
+    ]
+
+
+def latest_predictions(
+    engine: Engine, *, limit: int, model_name: str | None = None, model_version: int | None = None
+) -> list[Row]:
+    """The newest logged predictions, newest first."""
+    query = (
+        select(*_prediction_columns())
+        .join(inference_requests, inference_requests.c.request_id == inference_predictions.c.request_id)
+        .order_by(inference_requests.c.received_at.desc(), inference_predictions.c.row_index)
+        .limit(limit)
+    )
+    if model_name is not None:
+        query = query.where(inference_requests.c.model_name == model_name)
+    if model_version is not None:
+        query = query.where(inference_requests.c.model_version == model_version)
+    with engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(query)]
+
+
+def get_request(engine: Engine, *, request_id: uuid.UUID) -> Row | None:
+    """One logged request with its predictions, or None."""
+    with engine.connect() as connection:
+        request = connection.execute(
+            select(inference_requests).where(inference_requests.c.request_id == request_id)
+        ).first()
+        if request is None:
+            return None
+        rows = connection.execute(
+            select(inference_predictions)
+            .where(inference_predictions.c.request_id == request_id)
+            .order_by(inference_predictions.c.row_index)
+        )
+        return {**request._mapping, "predictions": [dict(row._mapping) for row in rows]}
+
+
+def get_entity(engine: Engine, *, model_name: str, entity_id: str) -> dict[str, Any] | None:
+    """The stored raw features of one entity, or None."""
+    with engine.connect() as connection:
+        features = connection.execute(
+            select(entities.c.features).where(
+                entities.c.model_name == model_name, entities.c.entity_id == entity_id
+            )
+        ).scalar_one_or_none()
+    return dict(features) if features is not None else None
+
+
+def upsert_entities(engine: Engine, *, model_name: str, features: Mapping[str, Mapping[str, Any]]) -> int:
+    """Store each entity's features under its id, replacing earlier ones; returns the count."""
+    now = datetime.now(UTC)
+    rows = [
+        {"model_name": model_name, "entity_id": entity_id, "features": dict(values), "loaded_at": now}
+        for entity_id, values in features.items()
+    ]
+    if not rows:
+        return 0
+    statement = _insert(engine, entities)
+    statement = statement.on_conflict_do_update(
+        index_elements=[entities.c.model_name, entities.c.entity_id],
+        set_={"features": statement.excluded.features, "loaded_at": statement.excluded.loaded_at},
+    )
+    with engine.begin() as connection:
+        connection.execute(statement, rows)
+    return len(rows)

@@ -1,0 +1,305 @@
+"""The proxy against a real `mlflow models serve` and a real PostgreSQL log store: one server per module."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, text
+
+from serving.entities import main as load_entities
+from tests.conftest import REPO
+from tests.serving.conftest import (
+    API_KEY,
+    HEADERS,
+    ROTATED_KEY,
+    Proxy,
+    count,
+    rows,
+    split_body,
+    wait_for,
+)
+
+HMAC_KEY = "pseudonym-key-for-tests"
+
+
+@pytest.fixture(scope="module")
+def proxy(served: str, log_db: str, start_proxy: Callable[..., Proxy]) -> Proxy:
+    """One proxy for the module; entity ids are pseudonymised; bodies over 50 kB are refused."""
+    return start_proxy(served, log_db, ENTITY_ID_HMAC_KEY=HMAC_KEY, SERVING_MAX_BODY_BYTES="50000")
+
+
+@pytest.fixture(scope="module")
+def http(proxy: Proxy) -> httpx.Client:
+    """A client on the proxy with the API key."""
+    return httpx.Client(base_url=proxy.url, headers=HEADERS, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def backend_url(proxy: Proxy) -> str:
+    """The bare `mlflow models serve` behind the proxy."""
+    found = re.findall(r"ready at (http://127\.0\.0\.1:\d+)", proxy.log())
+    assert found, proxy.log()
+    return found[-1]
+
+
+def logged(engine: Engine, request_id: str) -> dict[str, Any]:
+    """The `inference_requests` row of a request, once the writer has stored it."""
+    query = "SELECT count(*) FROM inference_requests WHERE request_id = :rid"
+    wait_for(lambda: count(engine, query, rid=request_id) == 1, message=f"request {request_id} in the log")
+    with engine.connect() as connection:
+        row = connection.execute(
+            text("SELECT * FROM inference_requests WHERE request_id = :rid"), {"rid": request_id}
+        ).one()
+    return dict(row._mapping)
+
+
+def test_health_and_ready_need_no_key(proxy: Proxy) -> None:
+    assert httpx.get(f"{proxy.url}/health").json() == {"status": "ok"}
+    ready = httpx.get(f"{proxy.url}/ready")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "model_version": 1, "reasons": []}
+
+
+def test_model_reports_version_schema_and_metrics(http: httpx.Client, served: str) -> None:
+    info = http.get("/model").json()
+    assert info["name"] == served
+    assert info["version"] == 1
+    assert info["served_as"] == f"models:/{served}@production"
+    assert info["stage"] == "Production"
+    assert info["aliases"] == ["production"]
+    assert 0 < info["threshold"] < 1
+    assert 0.5 < info["metrics"]["holdout_roc_auc"] <= 1
+    assert info["id_column"] == "employee_id"
+    names = [column["name"] for column in info["input_schema"]]
+    assert "OverTime" in names and "employee_id" in names
+    assert {param["name"] for param in info["params"]} == {"threshold", "explain", "top_k"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(split_body(rows(3)), id="dataframe_split"),
+        pytest.param({"dataframe_records": rows(3).to_dict(orient="records")}, id="dataframe_records"),
+        pytest.param({"instances": rows(3).to_dict(orient="records")}, id="instances"),
+        pytest.param({"inputs": rows(3).to_dict(orient="list")}, id="inputs"),
+        pytest.param(split_body(rows(3), top_k=2, threshold=0.5), id="params"),
+    ],
+)
+def test_invocations_answers_like_the_bare_scoring_server(
+    http: httpx.Client, backend_url: str, body: dict[str, Any]
+) -> None:
+    through_proxy = http.post("/invocations", json=body)
+    direct = httpx.post(f"{backend_url}/invocations", json=body, timeout=30)
+    assert through_proxy.status_code == direct.status_code == 200
+    assert through_proxy.json() == direct.json()
+    assert through_proxy.headers["X-Model-Version"] == "1"
+    uuid.UUID(through_proxy.headers["X-Request-ID"])
+    assert len(through_proxy.json()["predictions"]) == 3
+
+
+def test_csv_is_forwarded_too(http: httpx.Client) -> None:
+    answer = http.post(
+        "/invocations", content=rows(2).to_csv(index=False), headers={"Content-Type": "text/csv"}
+    )
+    assert answer.status_code == 200
+    assert [row["employee_id"] for row in answer.json()["predictions"]] == [1, 2]
+
+
+def test_rows_are_persisted_with_their_content(http: httpx.Client, log_engine: Engine) -> None:
+    request_id = str(uuid.uuid4())
+    frame = rows(2, start=10)
+    answer = http.post("/invocations", json=split_body(frame, top_k=3), headers={"X-Request-ID": request_id})
+    assert answer.status_code == 200
+    assert answer.headers["X-Request-ID"] == request_id
+    request = logged(log_engine, request_id)
+    assert request["status_code"] == 200
+    assert request["key_id"] == "ops"
+    assert request["endpoint"] == "/invocations"
+    assert request["model_version"] == 1
+    assert request["model_target"] == "@production"
+    assert request["n_rows"] == 2
+    assert request["total_ms"] >= request["upstream_ms"] > 0
+    assert request["error"] is None
+    with log_engine.connect() as connection:
+        stored = connection.execute(
+            text(
+                "SELECT row_index, entity_id, input, score, prediction, threshold, base_value,"
+                " contributions, jsonb_typeof(contributions) AS kind FROM inference_predictions"
+                " WHERE request_id = :rid ORDER BY row_index"
+            ),
+            {"rid": request_id},
+        ).all()
+    predictions = answer.json()["predictions"]
+    assert len(stored) == 2
+    for row, prediction, (_, raw) in zip(stored, predictions, frame.iterrows(), strict=True):
+        pseudonym = hmac.new(HMAC_KEY.encode(), str(raw["employee_id"]).encode(), hashlib.sha256).hexdigest()
+        assert row.entity_id == pseudonym
+        assert row.input["employee_id"] == pseudonym
+        assert row.input["OverTime"] == raw["OverTime"]
+        assert row.input["MonthlyIncome"] == raw["MonthlyIncome"]
+        assert row.score == pytest.approx(prediction["score"])
+        assert row.prediction == prediction["prediction"]
+        assert row.threshold == pytest.approx(prediction["threshold"])
+        assert row.base_value == pytest.approx(prediction["base_value"])
+        assert row.kind == "object"
+        assert row.contributions == pytest.approx(prediction["contributions"])
+
+
+def test_client_request_id_must_be_a_uuid(http: httpx.Client) -> None:
+    answer = http.post("/invocations", json=split_body(rows(1)), headers={"X-Request-ID": "not-a-uuid"})
+    assert answer.status_code == 400
+    assert answer.json() == {"error_code": "BAD_REQUEST", "message": "X-Request-ID: must be a UUID"}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param(
+            split_body(rows(1).drop(columns=["Age"])), "missing inputs ['Age']", id="missing-column"
+        ),
+        pytest.param(
+            split_body(rows(1).assign(DailyRate="lots")),
+            "Failed to convert column DailyRate",
+            id="wrong-type",
+        ),
+        pytest.param(split_body(rows(1), threshold=2), "params.threshold must be a number", id="bad-param"),
+        pytest.param({"rows": [1, 2]}, "dataframe_split", id="unknown-format"),
+    ],
+)
+def test_client_mistakes_get_4xx_naming_the_problem_without_stack_trace(
+    http: httpx.Client, log_engine: Engine, body: dict[str, Any], expected: str
+) -> None:
+    answer = http.post("/invocations", json=body)
+    assert 400 <= answer.status_code < 500
+    error = answer.json()
+    assert set(error) == {"error_code", "message"}
+    assert expected in error["message"]
+    assert "Traceback" not in answer.text and 'File "' not in answer.text
+    request = logged(log_engine, answer.headers["X-Request-ID"])
+    assert request["status_code"] == answer.status_code
+    assert expected in request["error"]
+
+
+def test_body_over_the_limit_gets_413(http: httpx.Client) -> None:
+    answer = http.post("/invocations", json=split_body(rows(400)))
+    assert answer.status_code == 413
+    assert answer.json()["error_code"] == "PAYLOAD_TOO_LARGE"
+
+
+def test_unknown_route_gets_a_json_404(http: httpx.Client) -> None:
+    answer = http.get("/nowhere")
+    assert answer.status_code == 404
+    assert answer.json()["error_code"] == "ENDPOINT_NOT_FOUND"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/model"), ("POST", "/invocations"), ("GET", "/predictions"), ("POST", "/predict/by-id/1")],
+)
+def test_api_key_required_same_answer_for_missing_and_wrong(proxy: Proxy, method: str, path: str) -> None:
+    missing = httpx.request(method, f"{proxy.url}{path}", json=split_body(rows(1)))
+    wrong = httpx.request(
+        method, f"{proxy.url}{path}", json=split_body(rows(1)), headers={"X-API-Key": API_KEY[:-1] + "X"}
+    )
+    assert missing.status_code == wrong.status_code == 401
+    assert (
+        missing.json()
+        == wrong.json()
+        == {
+            "error_code": "UNAUTHENTICATED",
+            "message": "a valid X-API-Key header is required",
+        }
+    )
+
+
+def test_rotated_key_works_and_keys_are_never_stored(
+    proxy: Proxy, log_engine: Engine, http: httpx.Client
+) -> None:
+    answer = httpx.post(
+        f"{proxy.url}/invocations", json=split_body(rows(1)), headers={"X-API-Key": ROTATED_KEY}, timeout=30
+    )
+    assert answer.status_code == 200
+    request = logged(log_engine, answer.headers["X-Request-ID"])
+    assert request["key_id"].startswith("key-")
+    http.post("/invocations", json=split_body(rows(1)), headers={"X-API-Key": ROTATED_KEY + "x"})
+    with log_engine.connect() as connection:
+        dump = json.dumps(
+            [
+                [str(value) for value in row]
+                for table in ("inference_requests", "inference_predictions", "entities")
+                for row in connection.execute(text(f"SELECT * FROM {table}"))
+            ]
+        )
+    assert API_KEY not in dump and ROTATED_KEY not in dump
+    assert API_KEY not in proxy.log() and ROTATED_KEY not in proxy.log()
+
+
+def test_predictions_endpoints_read_the_log(http: httpx.Client, log_engine: Engine) -> None:
+    answer = http.post("/invocations", json=split_body(rows(2, start=20)))
+    request_id = answer.headers["X-Request-ID"]
+    logged(log_engine, request_id)
+    latest = http.get("/predictions", params={"limit": 2, "model_version": 1}).json()["predictions"]
+    assert [(row["request_id"], row["row_index"]) for row in latest] == [(request_id, 0), (request_id, 1)]
+    assert http.get("/predictions", params={"model_version": 99}).json() == {"predictions": []}
+    one = http.get(f"/predictions/{request_id}").json()
+    assert one["status_code"] == 200
+    assert [row["score"] for row in one["predictions"]] == pytest.approx(
+        [row["score"] for row in answer.json()["predictions"]]
+    )
+    assert http.get(f"/predictions/{uuid.uuid4()}").status_code == 404
+    bad = http.get("/predictions", params={"limit": 0})
+    assert bad.status_code == 400
+    assert "limit" in bad.json()["message"]
+
+
+def test_waterfall_png_of_a_logged_row(http: httpx.Client, log_engine: Engine) -> None:
+    answer = http.post("/invocations", json=split_body(rows(2, start=30), top_k=4))
+    request_id = answer.headers["X-Request-ID"]
+    logged(log_engine, request_id)
+    png = http.get(f"/predictions/{request_id}/waterfall.png", params={"row": 1})
+    assert png.status_code == 200
+    assert png.headers["content-type"] == "image/png"
+    assert png.content.startswith(b"\x89PNG\r\n\x1a\n") and len(png.content) > 5000
+    assert http.get(f"/predictions/{request_id}/waterfall.png", params={"row": 5}).status_code == 404
+    plain = http.post("/invocations", json=split_body(rows(1), explain=False))
+    logged(log_engine, plain.headers["X-Request-ID"])
+    missing = http.get(f"/predictions/{plain.headers['X-Request-ID']}/waterfall.png")
+    assert missing.status_code == 404
+    assert "without explanations" in missing.json()["message"]
+
+
+def test_predict_by_id_scores_the_stored_entity(
+    http: httpx.Client, served: str, log_db: str, log_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", log_db)
+    assert load_entities(["--model", served, "--input", str(REPO / "data" / "attrition.csv")]) == 0
+    assert count(log_engine, "SELECT count(*) FROM entities WHERE model_name = :m", m=served) == 1470
+    by_id = http.post("/predict/by-id/7", json={"params": {"top_k": 2}})
+    assert by_id.status_code == 200
+    frame = rows(1470)
+    direct = http.post("/invocations", json=split_body(frame[frame["employee_id"] == 7], top_k=2))
+    assert by_id.json() == direct.json()
+    assert by_id.json()["predictions"][0]["employee_id"] == 7
+    request = logged(log_engine, by_id.headers["X-Request-ID"])
+    assert request["endpoint"] == "/predict/by-id/7"
+    unknown = http.post("/predict/by-id/999999")
+    assert unknown.status_code == 404
+    assert "999999" in unknown.json()["message"]
+
+
+def test_entity_loader_names_a_bad_input(
+    served: str, tmp_path: Any, log_db: str, monkeypatch: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", log_db)
+    bad = tmp_path / "bad.csv"
+    rows(3).drop(columns=["OverTime"]).to_csv(bad, index=False)
+    assert load_entities(["--model", served, "--input", str(bad)]) == 2
+    assert "['OverTime']" in capsys.readouterr().err
