@@ -1,0 +1,272 @@
+"""The serving command's promises under change and failure, with real processes and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from mlflow.tracking import MlflowClient
+from sqlalchemy import Engine, create_engine
+
+from registry_scripts.__main__ import main as registry_main
+from tests.conftest import REPO, admin_sql, register_again, subprocess_env
+from tests.serving.conftest import HEADERS, Proxy, count, free_port, pid_alive, rows, split_body, wait_for
+from training.job import TrainingOutcome
+
+BODY = split_body(rows(2), top_k=3)
+
+
+@pytest.fixture(scope="module")
+def log_engine(log_db: str) -> Iterator[Engine]:
+    """An engine that survives the database being cut off and coming back."""
+    engine = create_engine(log_db, pool_pre_ping=True)
+    yield engine
+    engine.dispose()
+
+
+class Traffic:
+    """Clients posting one after another from threads until stopped; every answer is kept."""
+
+    def __init__(self, url: str, threads: int = 3) -> None:
+        self.url = url
+        self.answers: list[tuple[int, str, str]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, headers=HEADERS, timeout=60) as http:
+            while not self._stop.is_set():
+                answer = http.post("/invocations", json=BODY)
+                self.answers.append(
+                    (
+                        answer.status_code,
+                        answer.headers["X-Request-ID"],
+                        answer.headers.get("X-Model-Version", ""),
+                    )
+                )
+
+    def __enter__(self) -> Traffic:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def failures(self) -> list[tuple[int, str, str]]:
+        """Answers that were not 200."""
+        return [answer for answer in self.answers if answer[0] != 200]
+
+
+def post(proxy: Proxy, n: int) -> list[str]:
+    """Send `n` two-row requests one by one; their request ids."""
+    ids = []
+    with httpx.Client(base_url=proxy.url, headers=HEADERS, timeout=60) as http:
+        for _ in range(n):
+            answer = http.post("/invocations", json=BODY)
+            assert answer.status_code == 200, answer.text
+            ids.append(answer.headers["X-Request-ID"])
+    return ids
+
+
+def stored(engine: Engine, ids: list[str]) -> tuple[int, int]:
+    """How many of these requests, and of their predictions, the log holds."""
+    joined = ",".join(f"'{request_id}'" for request_id in ids)
+    return (
+        count(engine, f"SELECT count(*) FROM inference_requests WHERE request_id IN ({joined})"),
+        count(engine, f"SELECT count(*) FROM inference_predictions WHERE request_id IN ({joined})"),
+    )
+
+
+@pytest.fixture(scope="module")
+def proxy(served: str, log_db: str, start_proxy: Callable[..., Proxy]) -> Proxy:
+    """The module's long-running proxy, following the registry every second."""
+    return start_proxy(served, log_db)
+
+
+def test_database_outage_in_traffic_loses_and_duplicates_nothing(
+    proxy: Proxy, log_db: str, log_engine: Engine
+) -> None:
+    name = log_db.rsplit("/", 1)[1]
+    admin_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+    admin_sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+    try:
+        with Traffic(proxy.url) as traffic:
+            time.sleep(3)
+            ready = httpx.get(f"{proxy.url}/ready", timeout=10)
+            assert ready.status_code == 503
+            assert any("unreachable" in reason for reason in ready.json()["reasons"])
+        assert list(proxy.spool.glob("*.jsonl")), "rows should wait in the spool"
+    finally:
+        admin_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    assert traffic.answers and not traffic.failures()
+    ids = [request_id for _, request_id, _ in traffic.answers]
+    wait_for(lambda: stored(log_engine, ids)[0] == len(ids), message="spooled rows to reach the database")
+    assert stored(log_engine, ids) == (len(ids), 2 * len(ids))
+    assert httpx.get(f"{proxy.url}/ready").status_code == 200
+
+
+def test_promotion_and_rollback_in_traffic_switch_versions_without_failures(
+    proxy: Proxy, served: str, client: MlflowClient, attrition: TrainingOutcome, log_engine: Engine
+) -> None:
+    version = register_again(client, attrition, served)
+    with Traffic(proxy.url) as traffic:
+        assert registry_main(["promote", "--model", served, "--version", version, "--to", "production"]) == 0
+        wait_for(
+            lambda: traffic.answers[-1][2] == version, seconds=120, message="the switch to the new version"
+        )
+        time.sleep(1)
+    assert traffic.answers and not traffic.failures()
+    versions = [answer_version for _, _, answer_version in traffic.answers]
+    switch = versions.index(version)
+    assert set(versions[:switch]) == {"1"} and set(versions[switch:]) == {version}
+
+    with Traffic(proxy.url) as back:
+        assert registry_main(["rollback", "--model", served, "--reason", "test"]) == 0
+        wait_for(lambda: back.answers[-1][2] == "1", seconds=120, message="the switch back to version 1")
+    assert back.answers and not back.failures()
+    last_id = back.answers[-1][1]
+    wait_for(lambda: stored(log_engine, [last_id])[0] == 1, message="the last request in the log")
+    logged = count(log_engine, f"SELECT model_version FROM inference_requests WHERE request_id = '{last_id}'")
+    assert logged == 1
+    assert count(log_engine, f"SELECT count(*) FROM inference_requests WHERE model_version = {version}") > 0
+    old = proxy.backend_pids()[:-1]
+    wait_for(lambda: not any(pid_alive(pid) for pid in old), message="replaced backends to stop")
+
+
+def test_a_dead_backend_is_restarted(proxy: Proxy) -> None:
+    current = proxy.backend_pids()[-1]
+    os.killpg(current, signal.SIGKILL)
+    wait_for(
+        lambda: httpx.get(f"{proxy.url}/ready", timeout=10).status_code == 503, message="/ready to say 503"
+    )
+    down = httpx.post(f"{proxy.url}/invocations", json=BODY, headers=HEADERS, timeout=30)
+    if down.status_code != 200:  # The restart may already be done; if not, the client is told to retry.
+        assert down.status_code == 503
+        assert down.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+    proxy.wait_ready(120)
+    assert proxy.backend_pids()[-1] != current
+    assert httpx.post(f"{proxy.url}/invocations", json=BODY, headers=HEADERS, timeout=30).status_code == 200
+
+
+def test_sigterm_finishes_requests_writes_queued_rows_and_leaves_no_child(
+    served: str, log_db: str, log_engine: Engine, start_proxy: Callable[..., Proxy]
+) -> None:
+    quiet = start_proxy(served, log_db, SERVING_FLUSH_SECONDS="3600")
+    ids = post(quiet, 5)
+    time.sleep(1)
+    assert stored(log_engine, ids) == (0, 0)
+    big: list[httpx.Response] = []
+    slow = threading.Thread(
+        target=lambda: big.append(
+            httpx.post(f"{quiet.url}/invocations", json=split_body(rows(1000)), headers=HEADERS, timeout=60)
+        )
+    )
+    slow.start()
+    time.sleep(0.3)
+    assert quiet.stop(signal.SIGTERM) == 0
+    slow.join()
+    assert big[0].status_code == 200 and len(big[0].json()["predictions"]) == 1000
+    assert stored(log_engine, ids) == (5, 10)
+    assert (
+        count(
+            log_engine,
+            f"SELECT count(*) FROM inference_requests WHERE request_id = '{big[0].headers['X-Request-ID']}'",
+        )
+        == 1
+    )
+    assert not list(quiet.spool.glob("*.jsonl"))
+    assert not any(pid_alive(pid) for pid in quiet.backend_pids())
+
+
+def test_a_sigkilled_proxy_loses_nothing_it_answered(
+    served: str, log_db: str, log_engine: Engine, start_proxy: Callable[..., Proxy]
+) -> None:
+    killed = start_proxy(served, log_db, SERVING_FLUSH_SECONDS="3600")
+    ids = post(killed, 6)
+    assert killed.stop(signal.SIGKILL) == -signal.SIGKILL
+    wait_for(
+        lambda: not any(pid_alive(pid) for pid in killed.backend_pids()),
+        message="the orphaned backend to exit",
+    )
+    assert stored(log_engine, ids) == (0, 0)
+    assert list(killed.spool.glob("*.jsonl"))
+    again = start_proxy(served, log_db, SERVING_SPOOL_DIR=str(killed.spool))
+    wait_for(lambda: stored(log_engine, ids) == (6, 12), message="the spool's replay")
+    assert again.stop() == 0
+    assert stored(log_engine, ids) == (6, 12)
+
+
+def test_a_full_spool_refuses_predictions_it_could_not_log(
+    served: str, log_db: str, log_engine: Engine, start_proxy: Callable[..., Proxy]
+) -> None:
+    full = start_proxy(served, log_db, SERVING_FLUSH_SECONDS="3600", SERVING_SPOOL_MAX_BYTES="40000")
+    accepted, refused = [], None
+    with httpx.Client(base_url=full.url, headers=HEADERS, timeout=60) as http:
+        for _ in range(100):
+            answer = http.post("/invocations", json=BODY)
+            if answer.status_code != 200:
+                refused = answer
+                break
+            accepted.append(answer.headers["X-Request-ID"])
+    assert refused is not None and accepted
+    assert refused.status_code == 503
+    assert "spool is full" in refused.json()["message"]
+    assert full.stop() == 0
+    assert stored(log_engine, accepted) == (len(accepted), 2 * len(accepted))
+
+
+def test_bad_settings_stop_the_command_with_one_line(tmp_path: Path) -> None:
+    for args, env, expected in [
+        (["--model", "attrition", "--port", "0"], {}, "port: Input should be greater than or equal to 1"),
+        (["--model", "no-such-model"], {}, "no-such-model@production"),
+        (["--model", "attrition"], {"API_KEYS": "short"}, "API_KEYS: key"),
+        (["--model", "attrition"], {"DATABASE_URL": "nonsense"}, "DATABASE_URL: not a database URL"),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-m", "serving", *args],
+            cwd=tmp_path, env=subprocess_env(**env), capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert expected in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_mlproject_serve_entry_point(served: str, log_db: str, tmp_path: Path) -> None:
+    port = free_port()
+    env = subprocess_env(DATABASE_URL=log_db, SERVING_SPOOL_DIR=str(tmp_path / "spool"))
+    command = [
+        sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local", "-e", "serve",
+        "-P", f"model={served}", "-P", f"port={port}", "--experiment-name", "serving",
+    ]  # fmt: skip
+    with (tmp_path / "run.log").open("wb") as log:
+        run = subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        wait_for(
+            lambda: _answers(f"http://127.0.0.1:{port}/ready"), seconds=180, message="`mlflow run -e serve`"
+        )
+        answer = httpx.post(f"http://127.0.0.1:{port}/invocations", json=BODY, headers=HEADERS, timeout=30)
+        assert answer.status_code == 200
+    finally:
+        os.killpg(run.pid, signal.SIGTERM)  # What Ctrl-C in the terminal does to the whole job.
+        run.wait(60)
+    wait_for(lambda: not _answers(f"http://127.0.0.1:{port}/health"), message="the server to stop")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False

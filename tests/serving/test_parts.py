@@ -1,0 +1,236 @@
+"""Unit tests of the serving parts that need no server: records, errors, keys, spool, settings, schema."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from mlflow.tracking import MlflowClient
+from pydantic import ValidationError
+from sqlalchemy import create_engine
+
+from serving import backend as backends
+from serving.auth import identify, parse_keys
+from serving.database import make_engine, migrate
+from serving.errors import BackendTimeout, ConfigurationError, Unauthenticated, Unavailable
+from serving.records import input_rows, pseudonym, to_rows
+from serving.registry import ModelInfo
+from serving.runtime import Runtime
+from serving.settings import ServingSettings
+from serving.spool import Spool, SpoolFull
+from serving.tables import metadata
+from serving.upstream import clean_message, translate
+from serving.writer import LogWriter
+
+COLUMNS = ["employee_id", "Age", "OverTime"]
+ROWS = [{"employee_id": 1, "Age": 41, "OverTime": "Yes"}, {"employee_id": 2, "Age": 49, "OverTime": "No"}]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        (
+            "application/json",
+            {"dataframe_split": {"columns": COLUMNS, "data": [[1, 41, "Yes"], [2, 49, "No"]]}},
+        ),
+        ("application/json", {"dataframe_records": ROWS}),
+        ("application/json", {"instances": ROWS}),
+        ("application/json", {"inputs": {"employee_id": [1, 2], "Age": [41, 49], "OverTime": ["Yes", "No"]}}),
+        ("application/json", {"inputs": [[1, 41, "Yes"], [2, 49, "No"]]}),
+        ("text/csv; charset=utf-8", "employee_id,Age,OverTime\n1,41,Yes\n2,49,No\n"),
+    ],
+)
+def test_input_rows_reads_every_mlflow_format(content_type: str, body: Any) -> None:
+    text = body if isinstance(body, str) else json.dumps(body)
+    assert input_rows(content_type, text, COLUMNS) == ROWS
+
+
+def test_input_rows_turns_nan_into_null_and_garbage_into_nothing() -> None:
+    assert input_rows("application/json", '{"dataframe_records": [{"Age": NaN}]}', COLUMNS) == [{"Age": None}]
+    assert input_rows("application/json", "not json", COLUMNS) == []
+    assert input_rows("application/json", "[1, 2]", COLUMNS) == []
+
+
+def _record(**response: Any) -> dict[str, Any]:
+    return {
+        "request": {
+            "request_id": str(uuid.uuid4()), "received_at": datetime.now(UTC).isoformat(), "key_id": "ops",
+            "endpoint": "/invocations", "model_name": "m", "model_version": 3, "model_target": "@production",
+            "status_code": 200, "total_ms": 5.0, "upstream_ms": 4.0, "error": None,
+        },
+        "content_type": "application/json",
+        "body": json.dumps({"dataframe_records": ROWS}),
+        "response": json.dumps(response),
+        "id_column": "employee_id",
+        "columns": COLUMNS,
+    }  # fmt: skip
+
+
+def test_to_rows_pairs_inputs_with_predictions_and_pseudonymises() -> None:
+    outputs = [
+        {"employee_id": i, "score": 0.5, "prediction": "Yes", "threshold": 0.4, "base_value": -1.0,
+         "contributions": {"Age": 0.1}}
+        for i in (1, 2)
+    ]  # fmt: skip
+    request, predictions = to_rows(_record(predictions=outputs), hmac_key=b"k")
+    assert request["n_rows"] == 2 and request["model_version"] == 3
+    assert [p["entity_id"] for p in predictions] == [pseudonym("1", b"k"), pseudonym("2", b"k")]
+    assert predictions[1]["input"] == {**ROWS[1], "employee_id": pseudonym("2", b"k")}
+    assert predictions[0]["contributions"] == {"Age": 0.1}
+    _, plain = to_rows(_record(predictions=outputs), hmac_key=None)
+    assert [p["entity_id"] for p in plain] == ["1", "2"]
+
+
+def test_to_rows_of_a_failed_request_keeps_the_request_only() -> None:
+    record = _record()
+    record["response"] = None
+    record["request"].update(status_code=400, error="Model is missing inputs ['Age'].")
+    request, predictions = to_rows(record, hmac_key=None)
+    assert predictions == [] and request["n_rows"] == 2 and request["status_code"] == 400
+
+
+def test_clean_message_keeps_the_reason_and_drops_echoed_data_and_traces() -> None:
+    nested = (
+        "Failed to predict data '   Age\n0  41'. \nError: Failed to enforce schema of data '  Age' "
+        "with schema '[Age: long]'. Error: Model is missing inputs ['OverTime'].\n"
+        "Traceback (most recent call last):\n  File"
+    )
+    assert clean_message(nested) == "Model is missing inputs ['OverTime']."
+    converted = "Invalid input. Failed to convert column Age to type 'int64'. Error: 'ValueError(\"bad\")'"
+    assert clean_message(converted) == converted
+
+
+def test_translate_maps_statuses() -> None:
+    body = json.dumps({"error_code": "INVALID_PARAMETER_VALUE", "message": "bad", "stack_trace": "Traceback"})
+    client_error = translate(400, body.encode())
+    assert (client_error.status_code, client_error.error_code, client_error.message) == (
+        400, "INVALID_PARAMETER_VALUE", "bad",
+    )  # fmt: skip
+    assert translate(415, b"This predictor only supports ...").status_code == 415
+    assert isinstance(translate(504, b"Request processing time exceeded limit"), BackendTimeout)
+    assert translate(500, b"{}").status_code == 500
+
+
+def test_api_keys_with_and_without_ids() -> None:
+    keys = parse_keys(["ops:0123456789abcdef", "fedcba9876543210"])
+    assert identify(keys, "0123456789abcdef") == "ops"
+    assert identify(keys, "fedcba9876543210").startswith("key-")
+    assert identify([], None) is None
+    for presented in (None, "", "0123456789abcdeX"):
+        with pytest.raises(Unauthenticated):
+            identify(keys, presented)
+    with pytest.raises(ConfigurationError, match="shorter than 16"):
+        parse_keys(["ops:short"])
+    with pytest.raises(ConfigurationError, match="share an id"):
+        parse_keys(["a:0123456789abcdef", "a:fedcba9876543210"])
+
+
+def test_settings_read_the_environment_and_validate(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@h/db")
+    monkeypatch.setenv("API_KEYS", "a:0123456789abcdef, b:fedcba9876543210")
+    monkeypatch.setenv("SERVING_SPOOL_FULL", "drop")
+    settings = ServingSettings(model="attrition")
+    assert settings.database_url == "postgresql://u@h/db"
+    assert settings.api_keys == ["a:0123456789abcdef", "b:fedcba9876543210"]
+    assert settings.target == "@production" and settings.spool_full == "drop"
+    assert ServingSettings(model="m", stage="Production").target == "/Production"
+    with pytest.raises(ValidationError, match="either alias or stage"):
+        ServingSettings(model="m", alias="a", stage="Staging")
+    monkeypatch.setenv("SERVING_SPOOL_FULL", "ignore")
+    with pytest.raises(ValidationError, match="spool_full"):
+        ServingSettings(model="m")
+
+
+def test_spool_appends_seals_replays_and_is_bounded(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=200)
+    spool.append({"n": 1})
+    with pytest.raises(ConfigurationError, match="in use"):
+        Spool(tmp_path, max_bytes=200)
+    segments = spool.seal()
+    assert [list(Spool.read(s)) for s in segments] == [[{"n": 1}]]
+    spool.append({"n": 2})
+    with pytest.raises(SpoolFull):
+        spool.append({"n": "x" * 300})
+    spool.close()
+    with (tmp_path / segments[-1].name).open("a") as torn:
+        torn.write('{"n": 3, "cut')
+    again = Spool(tmp_path, max_bytes=200)
+    replay = [record for segment in again.seal() for record in Spool.read(segment)]
+    assert replay == [{"n": 1}, {"n": 2}]
+    for segment in again.seal():
+        again.discard(segment)
+    assert again.size == 0
+    again.close()
+
+
+def _info() -> ModelInfo:
+    return ModelInfo(
+        name="m", version=1, target="@production", stage=None, aliases=[], run_id=None, threshold=None,
+        metrics={}, inputs=[], params=[], id_column="employee_id", columns=COLUMNS,
+    )  # fmt: skip
+
+
+def _runtime(tmp_path: Path, **changes: Any) -> Runtime:
+    settings = ServingSettings(model="m", spool_dir=tmp_path / "spool", **changes)
+    engine = make_engine(f"sqlite:///{tmp_path}/log.db")
+    migrate(engine)
+    spool = Spool(settings.spool_dir, max_bytes=settings.spool_max_bytes)
+    writer = LogWriter(spool, engine, flush_seconds=60, hmac_key=None)
+    return Runtime(settings, engine=engine, spool=spool, writer=writer, keys=[], client=MlflowClient())
+
+
+def test_drop_policy_keeps_serving_and_counts_what_it_dropped(tmp_path: Path) -> None:
+    runtime = _runtime(tmp_path, spool_full="drop", spool_max_bytes=1500)
+    body = json.dumps({"dataframe_records": ROWS}).encode()
+    for _ in range(5):
+        runtime.log(
+            request_id=str(uuid.uuid4()), received_at=datetime.now(UTC), key_id=None, endpoint="/invocations",
+            backend=None, status_code=200, total_ms=1.0, upstream_ms=1.0, content_type="application/json",
+            body=body, response=None, error=None,
+        )  # fmt: skip
+    assert runtime.dropped_records > 0
+    assert runtime.spool.size <= 1500
+    asyncio.run(runtime.close())
+
+
+def test_backend_timeout_and_connection_errors_become_504_and_503(tmp_path: Path) -> None:
+    runtime = _runtime(tmp_path)
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    async def scenario() -> None:
+        backend = backends.Backend(info=_info(), url="http://backend", process=None)  # type: ignore[arg-type]
+        runtime.backend = backend
+        for handler, error in ((slow, BackendTimeout), (refused, Unavailable)):
+            runtime._http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+            with pytest.raises(error):
+                await runtime.forward(b"{}", "application/json")
+            assert backend.inflight == 0
+        runtime.backend = None
+        await runtime._http.aclose()
+        with pytest.raises(Unavailable, match="not running"):
+            await runtime.forward(b"{}", "application/json")
+
+    asyncio.run(scenario())
+    runtime.spool.close()
+
+
+def test_migrations_create_exactly_the_declared_tables(postgres_url: str) -> None:
+    engine = create_engine(postgres_url)
+    migrate(engine)
+    migrate(engine)  # Idempotent at head.
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+    engine.dispose()
