@@ -50,7 +50,7 @@ class Spool:
             logger.info("spool: %d segment(s) from an earlier run will be replayed", len(closed))
 
     def _segments(self) -> list[Path]:
-        return sorted(self.directory.glob("*.jsonl"))
+        return sorted(self.directory.glob("[0-9]*.jsonl"))
 
     @property
     def size(self) -> int:

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from serving.records import to_rows
 from serving.spool import Spool
 from serving.store import write_log
 
 logger = logging.getLogger(__name__)
+REJECTED = "rejected.ndjson"  # Records the database refused (bad data, not an outage), kept for a person.
+Exchange = tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 class LogWriter:
@@ -40,30 +47,56 @@ class LogWriter:
             self._stop.wait(self._interval)
 
     def flush(self) -> bool:
-        """Write every sealed segment; False if the database refused (the segments stay)."""
+        """Write every sealed segment; False if the database is unreachable (the segments stay)."""
         with self._flushing:
             for segment in self._spool.seal():
+                exchanges = [self._rows(record) for record in Spool.read(segment)]
                 try:
-                    requests: list[dict[str, Any]] = []
-                    predictions: list[dict[str, Any]] = []
-                    for record in Spool.read(segment):
-                        request, rows = to_rows(record, hmac_key=self._hmac_key)
-                        requests.append(request)
-                        predictions.extend(rows)
-                    write_log(self._engine, requests=requests, predictions=predictions)
-                except SQLAlchemyError as exc:
+                    self._write([rows for rows in exchanges if rows is not None])
+                except (OperationalError, InterfaceError) as exc:
                     if self.database_up:
-                        logger.warning(
-                            "log store unreachable, rows stay in the spool: %s", str(exc).splitlines()[0]
-                        )
+                        logger.warning("log store unreachable; rows stay in the spool: %s", _first_line(exc))
                     self.database_up = False
                     return False
                 self._spool.discard(segment)
-                self.written += len(requests)
                 if not self.database_up:
                     logger.warning("log store reachable again; spooled rows are being written")
                 self.database_up = True
             return True
+
+    def _rows(self, record: dict[str, Any]) -> Exchange | None:
+        try:
+            request, predictions = to_rows(record, hmac_key=self._hmac_key)
+        except (KeyError, ValueError, TypeError) as exc:
+            self._reject(record, f"unreadable record: {exc!r}")
+            return None
+        return record, request, predictions
+
+    def _write(self, exchanges: list[Exchange]) -> None:
+        requests = [request for _, request, _ in exchanges]
+        predictions = [row for _, _, rows in exchanges for row in rows]
+        try:
+            write_log(self._engine, requests=requests, predictions=predictions)
+        except (OperationalError, InterfaceError):
+            raise
+        except SQLAlchemyError:
+            # One bad row must not hold the others back: write one by one, set aside what is refused.
+            for record, request, rows in exchanges:
+                try:
+                    write_log(self._engine, requests=[request], predictions=rows)
+                except (OperationalError, InterfaceError):
+                    raise
+                except SQLAlchemyError as exc:
+                    self._reject(record, _first_line(exc))
+        self.written += len(requests)
+
+    def _reject(self, record: dict[str, Any], reason: str) -> None:
+        request_id = record.get("request", {}).get("request_id")
+        logger.error(
+            "log: request %s refused by the log store (%s); kept in %s", request_id, reason, REJECTED
+        )
+        with (self._spool.directory / REJECTED).open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"reason": reason, "record": record}, default=str) + "\n")
 
     def close(self) -> bool:
         """Stop the thread and write what is left; False if rows had to stay in the spool."""

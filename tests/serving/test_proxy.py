@@ -303,3 +303,19 @@ def test_entity_loader_names_a_bad_input(
     rows(3).drop(columns=["OverTime"]).to_csv(bad, index=False)
     assert load_entities(["--model", served, "--input", str(bad)]) == 2
     assert "['OverTime']" in capsys.readouterr().err
+
+
+def test_a_row_the_database_refuses_is_set_aside_and_holds_nothing_back(
+    http: httpx.Client, proxy: Proxy, log_engine: Engine
+) -> None:
+    poison = http.post("/invocations", json=split_body(rows(1).assign(OverTime="Y\u0000es")))
+    assert poison.status_code == 200  # PostgreSQL's JSONB cannot hold \u0000; MLflow scores it.
+    after = http.post("/invocations", json=split_body(rows(1)))
+    logged(log_engine, after.headers["X-Request-ID"])
+    rejected = proxy.spool / "rejected.ndjson"
+    wait_for(rejected.exists, message="the refused record to be set aside")
+    assert poison.headers["X-Request-ID"] in rejected.read_text()
+    assert count(
+        log_engine, "SELECT count(*) FROM inference_requests WHERE request_id = :rid",
+        rid=poison.headers["X-Request-ID"],
+    ) == 0  # fmt: skip
