@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
@@ -97,10 +98,9 @@ def _request_id(request: Request) -> str:
         raise BadRequest("X-Request-ID: must be a UUID") from exc
 
 
-async def _from_db(call: Callable[..., T], **kwargs: Any) -> T:
-    runtime_engine = kwargs.pop("engine")
+async def _from_db(call: Callable[..., T], engine: Engine, **kwargs: Any) -> T:
     try:
-        return await asyncio.to_thread(call, runtime_engine, **kwargs)
+        return await asyncio.to_thread(call, engine, **kwargs)
     except SQLAlchemyError as exc:
         raise Unavailable(f"the log store is unreachable: {str(exc).splitlines()[0]}") from exc
 
@@ -210,7 +210,7 @@ def create_app(runtime: Runtime) -> FastAPI:
                 params = payload.get("params")
             features = await _from_db(
                 store.get_entity,
-                engine=runtime.engine,
+                runtime.engine,
                 model_name=runtime.settings.model,
                 entity_id=entity_id,
             )
@@ -233,7 +233,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     ) -> dict[str, Any]:
         """The latest logged predictions of this model, newest first."""
         rows = await _from_db(
-            store.latest_predictions, engine=runtime.engine, limit=limit,
+            store.latest_predictions, runtime.engine, limit=limit,
             model_name=runtime.settings.model, model_version=model_version,
         )  # fmt: skip
         return {"predictions": rows}
@@ -241,7 +241,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     @app.get("/predictions/{request_id}")
     async def prediction(_: Key, request_id: uuid.UUID) -> dict[str, Any]:
         """One logged request with its predictions."""
-        found = await _from_db(store.get_request, engine=runtime.engine, request_id=request_id)
+        found = await _from_db(store.get_request, runtime.engine, request_id=request_id)
         if found is None:
             raise NotFound(f"request {request_id} is not in the log (yet: rows are written within seconds)")
         return found
@@ -249,7 +249,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     @app.get("/predictions/{request_id}/waterfall.png")
     async def waterfall(_: Key, request_id: uuid.UUID, row: Annotated[int, Query(ge=0)] = 0) -> Response:
         """A SHAP waterfall plot of one logged row, from its stored contributions."""
-        found = await _from_db(store.get_request, engine=runtime.engine, request_id=request_id)
+        found = await _from_db(store.get_request, runtime.engine, request_id=request_id)
         if found is None:
             raise NotFound(f"request {request_id} is not in the log (yet: rows are written within seconds)")
         rows = {item["row_index"]: item for item in found["predictions"]}
