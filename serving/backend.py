@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 import mlflow
@@ -43,7 +43,6 @@ class Backend:
     url: str
     process: subprocess.Popen[bytes]
     inflight: int = 0
-    started: float = field(default_factory=time.monotonic)
 
     def alive(self) -> bool:
         """Whether the process still runs."""

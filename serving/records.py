@@ -17,7 +17,6 @@ import pandas as pd
 
 logger = logging.getLogger(__name__)
 
-OUTPUT_KEYS = frozenset({"score", "prediction", "threshold", "base_value", "contributions"})
 Row = dict[str, Any]
 
 

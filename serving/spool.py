@@ -45,7 +45,6 @@ class Spool:
         self._next = int(closed[-1].stem) + 1 if closed else 1
         self._size = sum(path.stat().st_size for path in closed)
         self._current: IO[str] | None = None
-        self._current_path: Path | None = None
         if closed:
             logger.info("spool: %d segment(s) from an earlier run will be replayed", len(closed))
 
@@ -68,9 +67,9 @@ class Spool:
             if self._size + len(line) > self.max_bytes:
                 raise SpoolFull("the prediction log spool is full; the log store has been down too long")
             if self._current is None:
-                self._current_path = self.directory / f"{self._next:016d}.jsonl"
+                path = self.directory / f"{self._next:016d}.jsonl"
                 self._next += 1
-                self._current = self._current_path.open("a", encoding="utf-8")
+                self._current = path.open("a", encoding="utf-8")
             # flush() hands the line to the kernel: it survives the process being killed.
             self._current.write(line)
             self._current.flush()
@@ -82,7 +81,6 @@ class Spool:
             if self._current is not None:
                 self._current.close()
                 self._current = None
-                self._current_path = None
             return self._segments()
 
     def discard(self, segment: Path) -> None:

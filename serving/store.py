@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, Table, func, select
+from sqlalchemy import Engine, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from serving.tables import entities, inference_predictions, inference_requests
@@ -30,12 +30,6 @@ def write_log(engine: Engine, *, requests: Sequence[Row], predictions: Sequence[
             connection.execute(
                 _insert(engine, inference_predictions).on_conflict_do_nothing(), list(predictions)
             )
-
-
-def count_rows(engine: Engine, *, table: Table) -> int:
-    """How many rows a table holds."""
-    with engine.connect() as connection:
-        return int(connection.execute(select(func.count()).select_from(table)).scalar_one())
 
 
 def _prediction_columns() -> list[Any]:

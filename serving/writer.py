@@ -35,7 +35,6 @@ class LogWriter:
         self._flushing = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self.database_up = True
-        self.written = 0
 
     def start(self) -> None:
         """Start writing in the background; segments left by an earlier run go first."""
@@ -88,7 +87,6 @@ class LogWriter:
                     raise
                 except SQLAlchemyError as exc:
                     self._reject(record, _first_line(exc))
-        self.written += len(requests)
 
     def _reject(self, record: dict[str, Any], reason: str) -> None:
         request_id = record.get("request", {}).get("request_id")
