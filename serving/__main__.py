@@ -6,12 +6,10 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 from collections.abc import Iterator
 
-import mlflow
 import uvicorn
 from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
@@ -20,13 +18,13 @@ from serving.app import create_app
 from serving.auth import parse_keys
 from serving.database import make_engine, migrate, safe_url, wait_for
 from serving.errors import ServingError
+from serving.registry import configure_mlflow
 from serving.runtime import Runtime
 from serving.settings import ServingSettings
 from serving.spool import Spool
 from serving.writer import LogWriter
 
 logger = logging.getLogger("serving")
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
 class _Server(uvicorn.Server):
@@ -118,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"error: {_settings_error(exc)}", file=sys.stderr)
         return 2
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        mlflow.set_tracking_uri(DEFAULT_TRACKING_URI)
+    configure_mlflow()
     try:
         return asyncio.run(serve(settings))
     except ServingError as exc:

@@ -102,7 +102,14 @@ async def _from_db(call: Callable[..., T], engine: Engine, **kwargs: Any) -> T:
     try:
         return await asyncio.to_thread(call, engine, **kwargs)
     except SQLAlchemyError as exc:
-        raise Unavailable(f"the log store is unreachable: {str(exc).splitlines()[0]}") from exc
+        raise Unavailable(f"the log store is unreachable: {database.first_line(exc)}") from exc
+
+
+async def _logged_request(runtime: Runtime, request_id: uuid.UUID) -> dict[str, Any]:
+    found = await _from_db(store.get_request, runtime.engine, request_id=request_id)
+    if found is None:
+        raise NotFound(f"request {request_id} is not in the log (yet: rows are written within seconds)")
+    return found
 
 
 Key = Annotated[str | None, Depends(require_key)]
@@ -241,17 +248,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     @app.get("/predictions/{request_id}")
     async def prediction(_: Key, request_id: uuid.UUID) -> dict[str, Any]:
         """One logged request with its predictions."""
-        found = await _from_db(store.get_request, runtime.engine, request_id=request_id)
-        if found is None:
-            raise NotFound(f"request {request_id} is not in the log (yet: rows are written within seconds)")
-        return found
+        return await _logged_request(runtime, request_id)
 
     @app.get("/predictions/{request_id}/waterfall.png")
     async def waterfall(_: Key, request_id: uuid.UUID, row: Annotated[int, Query(ge=0)] = 0) -> Response:
         """A SHAP waterfall plot of one logged row, from its stored contributions."""
-        found = await _from_db(store.get_request, runtime.engine, request_id=request_id)
-        if found is None:
-            raise NotFound(f"request {request_id} is not in the log (yet: rows are written within seconds)")
+        found = await _logged_request(runtime, request_id)
         rows = {item["row_index"]: item for item in found["predictions"]}
         if row not in rows:
             raise NotFound(f"request {request_id} has no logged row {row}")

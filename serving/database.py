@@ -39,7 +39,7 @@ def ping(engine: Engine) -> None:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
-        raise Unavailable(f"database {safe_url(engine)} is unreachable: {_first_line(exc)}") from exc
+        raise Unavailable(f"database {safe_url(engine)} is unreachable: {first_line(exc)}") from exc
 
 
 def wait_for(engine: Engine, seconds: float) -> None:
@@ -65,9 +65,10 @@ def migrate(engine: Engine) -> None:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except SQLAlchemyError as exc:
-        raise Unavailable(f"cannot migrate {safe_url(engine)}: {_first_line(exc)}") from exc
+        raise Unavailable(f"cannot migrate {safe_url(engine)}: {first_line(exc)}") from exc
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of a database error, without SQLAlchemy's wrapping."""
     original = getattr(exc, "orig", None) or exc
     return str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__

@@ -8,24 +8,20 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from serving.database import make_engine, migrate, safe_url
+from serving.database import first_line, make_engine, migrate, safe_url
 from serving.errors import ServingError
-from serving.registry import describe, resolve
+from serving.registry import configure_mlflow, describe, resolve
 from serving.settings import ServingSettings
 from serving.store import upsert_entities
-
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
 def entity_features(
@@ -60,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("--stage", help="stage whose signature is used instead")
     parser.add_argument("--input", required=True, type=Path, help="CSV with an id column and the inputs")
     args = parser.parse_args(argv)
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        mlflow.set_tracking_uri(DEFAULT_TRACKING_URI)
+    configure_mlflow()
     try:
         settings = ServingSettings(model=args.model, alias=args.alias, stage=args.stage)
         client = MlflowClient()
@@ -82,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except SQLAlchemyError as exc:
-        print(f"error: DATABASE_URL: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(f"error: DATABASE_URL: {first_line(exc)}", file=sys.stderr)
         return 2
     print(f"loaded {count} entities of {settings.model} (version {version}'s inputs) into {safe_url(engine)}")
     return 0

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass
 from typing import Any
 
 import mlflow
@@ -12,6 +13,14 @@ from mlflow.tracking import MlflowClient
 from serving.errors import ConfigurationError
 
 REPORTED_METRICS = ("threshold", "cv_roc_auc")
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def configure_mlflow() -> None:
+    """The embedded store in the working directory unless MLFLOW_TRACKING_URI is set; no progress bars."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        mlflow.set_tracking_uri(DEFAULT_TRACKING_URI)
 
 
 @dataclass(frozen=True)
@@ -28,8 +37,17 @@ class ModelInfo:
     metrics: dict[str, float]
     inputs: list[dict[str, Any]]
     params: list[dict[str, Any]]
-    id_column: str | None = None
-    columns: list[str] = field(default_factory=list)
+
+    @property
+    def columns(self) -> list[str]:
+        """The input column names, the id column included."""
+        return [column["name"] for column in self.inputs if "name" in column]
+
+    @property
+    def id_column(self) -> str | None:
+        """The signature's optional input column, which the model echoes back as the id."""
+        optional = [c["name"] for c in self.inputs if c.get("required") is False and "name" in c]
+        return optional[0] if optional else None
 
     def as_json(self) -> dict[str, Any]:
         """The body of `GET /model`."""
@@ -80,7 +98,6 @@ def describe(client: MlflowClient, name: str, version: int, target: str) -> Mode
         for key, value in run_metrics.items()
         if key.startswith("holdout_") or key in REPORTED_METRICS
     }
-    optional = [column["name"] for column in inputs if column.get("required") is False and "name" in column]
     return ModelInfo(
         name=name,
         version=version,
@@ -92,6 +109,4 @@ def describe(client: MlflowClient, name: str, version: int, target: str) -> Mode
         metrics=metrics,
         inputs=inputs,
         params=params,
-        id_column=optional[0] if optional else None,
-        columns=[column["name"] for column in inputs if "name" in column],
     )

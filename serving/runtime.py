@@ -138,7 +138,7 @@ class Runtime:
         if backend is None:
             raise Unavailable(f"the model server is not running: {self.not_ready}")
         if self.settings.spool_full == "reject" and self.spool.full():
-            raise SpoolFull("the prediction log spool is full; the log store has been down too long")
+            raise SpoolFull()
         backend.inflight += 1
         started = time.perf_counter()
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+from serving.registry import configure_mlflow
 
 
 def model_uri(name: str, alias: str | None, stage: str | None) -> str:
@@ -52,9 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Load the model by URI, score the rows and print their explanations."""
     args = parse_args(argv)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        mlflow.set_tracking_uri(DEFAULT_TRACKING_URI)
+    configure_mlflow()
     if args.limit < 1 or args.top_k < 0:
         print("error: --limit must be >= 1 and --top-k >= 0", file=sys.stderr)
         return 2

@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 class SpoolFull(Unavailable):
     """The spool reached its size bound."""
 
+    def __init__(self) -> None:
+        super().__init__("the prediction log spool is full; the log store has been down too long")
+
 
 class Spool:
     """Append-only segments in one directory, owned by one process at a time."""
@@ -65,7 +68,7 @@ class Spool:
         line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
         with self._lock:
             if self._size + len(line) > self.max_bytes:
-                raise SpoolFull("the prediction log spool is full; the log store has been down too long")
+                raise SpoolFull()
             if self._current is None:
                 path = self.directory / f"{self._next:016d}.jsonl"
                 self._next += 1

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
+from serving.database import first_line
 from serving.records import to_rows
 from serving.spool import Spool
 from serving.store import write_log
@@ -17,10 +18,6 @@ from serving.store import write_log
 logger = logging.getLogger(__name__)
 REJECTED = "rejected.ndjson"  # Records the database refused (bad data, not an outage), kept for a person.
 Exchange = tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 class LogWriter:
@@ -54,7 +51,7 @@ class LogWriter:
                     self._write([rows for rows in exchanges if rows is not None])
                 except (OperationalError, InterfaceError) as exc:
                     if self.database_up:
-                        logger.warning("log store unreachable; rows stay in the spool: %s", _first_line(exc))
+                        logger.warning("log store unreachable; rows stay in the spool: %s", first_line(exc))
                     self.database_up = False
                     return False
                 self._spool.discard(segment)
@@ -86,7 +83,7 @@ class LogWriter:
                 except (OperationalError, InterfaceError):
                     raise
                 except SQLAlchemyError as exc:
-                    self._reject(record, _first_line(exc))
+                    self._reject(record, first_line(exc))
 
     def _reject(self, record: dict[str, Any], reason: str) -> None:
         request_id = record.get("request", {}).get("request_id")

@@ -174,7 +174,7 @@ def test_spool_appends_seals_replays_and_is_bounded(tmp_path: Path) -> None:
 def _info() -> ModelInfo:
     return ModelInfo(
         name="m", version=1, target="@production", stage=None, aliases=[], run_id=None, threshold=None,
-        metrics={}, inputs=[], params=[], id_column="employee_id", columns=COLUMNS,
+        metrics={}, inputs=[{"type": "long", "name": "employee_id", "required": False}], params=[],
     )  # fmt: skip
 
 
