@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import mlflow
@@ -38,12 +39,12 @@ class ModelInfo:
     inputs: list[dict[str, Any]]
     params: list[dict[str, Any]]
 
-    @property
+    @cached_property
     def columns(self) -> list[str]:
         """The input column names, the id column included."""
         return [column["name"] for column in self.inputs if "name" in column]
 
-    @property
+    @cached_property
     def id_column(self) -> str | None:
         """The signature's optional input column, which the model echoes back as the id."""
         optional = [c["name"] for c in self.inputs if c.get("required") is False and "name" in c]
