@@ -109,7 +109,6 @@ async def serve(settings: ServingSettings) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Validate the settings, then serve."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     overrides = parse_args(argv)
     try:
         settings = ServingSettings(**overrides)  # type: ignore[arg-type]

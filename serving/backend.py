@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 import mlflow
 
 from serving.errors import Unavailable
@@ -27,6 +27,12 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def with_own_bin() -> str:
+    """PATH with this interpreter's directory first: `mlflow models serve` runs `uvicorn` from PATH,
+    which an environment that was not activated (`venv/bin/python -m serving`) does not have."""
+    return os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 
 
 def _die_with_parent() -> None:
@@ -61,14 +67,14 @@ def spawn(info: ModelInfo, *, workers: int, timeout_seconds: float) -> Backend:
         "--workers", str(workers),
         "--timeout", str(max(1, round(timeout_seconds))),
     ]  # fmt: skip
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(), "PATH": with_own_bin()}
     # Own session: a Ctrl-C meant for the serving command must not stop the backend mid-request.
     process = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
     logger.info("backend: version %s starting on port %d (pid %d)", info.version, port, process.pid)
     return Backend(info=info, url=f"http://127.0.0.1:{port}", process=process)
 
 
-async def wait_ready(backend: Backend, client: httpx.AsyncClient, *, seconds: float) -> None:
+async def wait_ready(backend: Backend, client: aiohttp.ClientSession, *, seconds: float) -> None:
     """Wait until the backend answers `/ping`; raise `Unavailable` if it exits or takes too long."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -76,10 +82,11 @@ async def wait_ready(backend: Backend, client: httpx.AsyncClient, *, seconds: fl
             raise Unavailable(
                 f"backend for version {backend.info.version} exited with code {backend.process.returncode}"
             )
-        with contextlib.suppress(httpx.HTTPError):
-            if (await client.get(f"{backend.url}/ping", timeout=2.0)).status_code == 200:
-                logger.info("backend: version %s ready at %s", backend.info.version, backend.url)
-                return
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            async with client.get(f"{backend.url}/ping", timeout=aiohttp.ClientTimeout(total=2.0)) as answer:
+                if answer.status == 200:
+                    logger.info("backend: version %s ready at %s", backend.info.version, backend.url)
+                    return
         await asyncio.sleep(0.25)
     raise Unavailable(
         f"backend for version {backend.info.version} did not answer /ping within {seconds:.0f} s"

@@ -49,6 +49,9 @@ class ServingSettings(BaseSettings):
         default="reject", description="when the spool is full: refuse predictions (503) or drop log rows"
     )
     flush_seconds: float = Field(default=0.5, gt=0, description="how often queued rows are written")
+    log_requests: bool = Field(
+        default=True, description="false: answer without logging anything (load tests, benchmarks)"
+    )
     database_wait_seconds: float = Field(default=30.0, ge=0, description="wait for the database at start")
 
     @field_validator("api_keys", mode="before")

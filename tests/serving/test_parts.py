@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -29,6 +30,8 @@ from serving.spool import Spool, SpoolFull
 from serving.tables import metadata
 from serving.upstream import clean_message, translate
 from serving.writer import LogWriter
+from tests.conftest import subprocess_env
+from tests.serving.conftest import free_port
 
 COLUMNS = ["employee_id", "Age", "OverTime"]
 ROWS = [{"employee_id": 1, "Age": 41, "OverTime": "Yes"}, {"employee_id": 2, "Age": 49, "OverTime": "No"}]
@@ -201,36 +204,66 @@ def test_drop_policy_keeps_serving_and_counts_what_it_dropped(tmp_path: Path) ->
     asyncio.run(runtime.close())
 
 
+def test_logging_off_spools_nothing_and_ignores_a_full_spool(tmp_path: Path) -> None:
+    runtime = _runtime(tmp_path, log_requests=False, spool_max_bytes=10)
+    for _ in range(3):
+        runtime.log(
+            request_id=str(uuid.uuid4()), received_at=datetime.now(UTC), key_id=None, endpoint="/invocations",
+            backend=None, status_code=200, total_ms=1.0, upstream_ms=1.0, content_type="application/json",
+            body=json.dumps({"dataframe_records": ROWS}).encode(), response=None, error=None,
+        )  # fmt: skip
+    assert runtime.spool.size == 0 and runtime.dropped_records == 0
+    asyncio.run(runtime.close())
+
+
 def test_backend_timeout_and_connection_errors_become_504_and_503(tmp_path: Path) -> None:
-    runtime = _runtime(tmp_path)
-
-    def slow(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow", request=request)
-
-    def refused(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
+    runtime = _runtime(tmp_path, backend_timeout_seconds=0.5)
+    held: list[asyncio.StreamWriter] = []
 
     async def scenario() -> None:
-        backend = backends.Backend(info=_info(), url="http://backend", process=None)  # type: ignore[arg-type]
-        runtime.backend = backend
-        for handler, error in ((slow, BackendTimeout), (refused, Unavailable)):
-            runtime._http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        # A backend that accepts the connection and never answers, and a port nobody listens on.
+        silent = await asyncio.start_server(lambda _r, w: held.append(w), "127.0.0.1", 0)
+        silent_port = silent.sockets[0].getsockname()[1]
+        for port, error in ((silent_port, BackendTimeout), (free_port(), Unavailable)):
+            backend = backends.Backend(info=_info(), url=f"http://127.0.0.1:{port}", process=None)  # type: ignore[arg-type]
+            runtime.backend = backend
             with pytest.raises(error):
                 await runtime.forward(b"{}", "application/json")
             assert backend.inflight == 0
+        for writer in held:
+            writer.close()
+        silent.close()
         runtime.backend = None
-        await runtime._http.aclose()
         with pytest.raises(Unavailable, match="not running"):
             await runtime.forward(b"{}", "application/json")
+        await runtime.close()
 
     asyncio.run(scenario())
-    runtime.spool.close()
 
 
 def test_migrations_create_exactly_the_declared_tables(postgres_url: str) -> None:
     engine = create_engine(postgres_url)
     migrate(engine)
     migrate(engine)  # Idempotent at head.
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+    engine.dispose()
+
+
+def test_replicas_starting_together_migrate_a_fresh_database_once(postgres_url: str) -> None:
+    script = (
+        "import sys; from serving.database import make_engine, migrate; migrate(make_engine(sys.argv[1]))"
+    )
+    replicas = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, postgres_url], env=subprocess_env(), stderr=subprocess.PIPE
+        )
+        for _ in range(4)
+    ]
+    for replica in replicas:
+        _, errors = replica.communicate(timeout=120)
+        assert replica.returncode == 0, errors.decode()
+    engine = create_engine(postgres_url)
     with engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), metadata) == []
     engine.dispose()

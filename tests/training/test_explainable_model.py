@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import joblib
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PyFuncModel
 
 from tests.conftest import REPO
+from training.features import encoded_to_raw
 from training.job import TrainingOutcome
 
 ATTRITION = pd.read_csv(REPO / "data" / "attrition.csv")
@@ -74,15 +78,42 @@ def test_output_and_additivity(
     assert set(result["prediction"]) <= set(positive)
 
 
-def test_contributions_equal_shap_tree_explainer(attrition_model: PyFuncModel) -> None:
-    model = attrition_model.unwrap_python_model()
-    rows = inputs(ATTRITION, "Attrition", 20)
-    encoded = model._preprocess.transform(rows.drop(columns=["employee_id"]))
-    reference = shap.TreeExplainer(model._classifier).shap_values(encoded)
-    names = list(model._raw_features)
-    expected = reference @ model._aggregate
-    got = np.array([[c[n] for n in names] for c in predict(attrition_model, rows)["contributions"]])
+@pytest.mark.parametrize(
+    ("outcome_fixture", "model_fixture", "frame", "target"),
+    [("attrition", "attrition_model", ATTRITION, "Attrition"), ("credit", "credit_model", CREDIT, "Status")],
+)
+def test_contributions_equal_the_shipped_tree_explainer(
+    request: pytest.FixtureRequest, outcome_fixture: str, model_fixture: str, frame: pd.DataFrame, target: str
+) -> None:
+    """The fast path (lookup encoding + XGBoost TreeSHAP) equals pipeline + shap.TreeExplainer."""
+    outcome: TrainingOutcome = request.getfixturevalue(outcome_fixture)
+    model: PyFuncModel = request.getfixturevalue(model_fixture)
+    artifacts = Path(mlflow.artifacts.download_artifacts(f"models:/{outcome.model_name}/{outcome.version}"))
+    pipeline = joblib.load(artifacts / "artifacts" / "pipeline.joblib")
+    explainer = joblib.load(artifacts / "artifacts" / "explainer.joblib")
+    assert isinstance(explainer, shap.TreeExplainer)
+    rows = inputs(frame, target, 300)
+    features = rows.drop(columns=[rows.columns[0]])
+    text = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
+    numbers = [c for c in features.columns if pd.api.types.is_float_dtype(features[c])]
+    rows.loc[0, text[0]] = "never seen in training"
+    rows.loc[1, text[0]] = None
+    rows.loc[2, text[-1]] = np.nan
+    if numbers:
+        rows.loc[3, numbers[0]] = np.nan
+    preprocess = pipeline.named_steps["preprocess"]
+    numeric, categorical = (list(columns) for _, _, columns in preprocess.transformers_[:2])
+    owners = encoded_to_raw(preprocess, numeric, categorical)
+    encoded = preprocess.transform(rows.drop(columns=[rows.columns[0]]))
+    np.testing.assert_array_equal(model.unwrap_python_model()._encode(rows), encoded)
+    reference = np.asarray(explainer.shap_values(encoded))
+    expected = np.column_stack([reference[:, owners == j].sum(axis=1) for j in range(owners.max() + 1)])
+    result = predict(model, rows)
+    got = np.array([[c[name] for name in numeric + categorical] for c in result["contributions"]])
     np.testing.assert_allclose(got, expected, atol=1e-4)
+    np.testing.assert_allclose(result["base_value"], np.ravel(explainer.expected_value)[0], atol=1e-4)
+    probability = pipeline.predict_proba(rows.drop(columns=[rows.columns[0]]))[:, 1]
+    np.testing.assert_allclose(result["score"], probability, atol=1e-6)
 
 
 def test_params_threshold_explain_and_top_k(attrition_model: PyFuncModel) -> None:

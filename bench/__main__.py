@@ -1,0 +1,217 @@
+"""Command line: `python -m bench [--quick]` measures, prints a table, writes results.json and RESULTS.md."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import shlex
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from sqlalchemy.exc import SQLAlchemyError
+
+from bench import measure, report
+from bench.build import OURS, SEED_STYLE_PARAMS, build
+from bench.logcheck import count_logged, fresh_database
+from bench.servers import Server, ServerError, backend_url, mlflow_server, proxy
+from training.errors import TrainingError
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "attrition.csv"
+FULL = {"rounds": 1000, "batches": 20, "load_seconds": 60.0, "trials": 0}
+QUICK = {"rounds": 200, "batches": 5, "load_seconds": 15.0, "trials": 5}
+DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _positive(kind: type[int] | type[float]) -> Any:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; `--quick` changes the defaults of the sizes not given."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller run, under 3 minutes")
+    parser.add_argument(
+        "--rounds", type=_positive(int), help="single-row requests per server (1000; quick 200)"
+    )
+    parser.add_argument("--batches", type=_positive(int), help="large requests per path (20; quick 5)")
+    parser.add_argument(
+        "--batch-rows", type=_positive(int), default=1000, help="rows per large request (1000)"
+    )
+    parser.add_argument(
+        "--load-seconds", type=_positive(float), help="length of each load run (60; quick 15)"
+    )
+    parser.add_argument(
+        "--clients", type=_positive(int), default=16, help="concurrent clients under load (16)"
+    )
+    parser.add_argument(
+        "--trials", type=_positive(int), help="search trials for our model (config's; quick 5)"
+    )
+    parser.add_argument("--cv-folds", type=_positive(int), help="CV folds for our model (config's)")
+    parser.add_argument(
+        "--workers", type=_positive(int), default=1, help="uvicorn workers per model server (1)"
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE),
+        help="PostgreSQL server where a scratch log database is created and dropped "
+        f"(env BENCH_DATABASE_URL; default {DEFAULT_DATABASE})",
+    )
+    parser.add_argument(
+        "--output-dir", type=Path, default=Path(__file__).resolve().parent, help="where results go (bench/)"
+    )
+    args = parser.parse_args(argv)
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value or None)
+    if args.cv_folds == 1:
+        parser.error("--cv-folds must be at least 2")
+    if args.batch_rows > 1470:
+        parser.error("--batch-rows: data/attrition.csv has 1,470 rows")
+    return args
+
+
+def run(args: argparse.Namespace, workdir: Path, database_url: str) -> dict[str, Any]:
+    """Build, start, measure and stop; the figures as a dictionary."""
+    mlflow.set_tracking_uri(f"sqlite:///{workdir}/mlflow.db")
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
+    subjects = build(trials=args.trials, cv_folds=args.cv_folds)
+    frame = pd.read_csv(DATA).drop(columns=["Attrition"])
+    singles = [measure.request_body(frame.iloc[[i]]) for i in range(200)]
+    batch = measure.request_body(frame.head(args.batch_rows))
+
+    workers = args.workers
+    servers: dict[str, Server] = {
+        "constant": mlflow_server("constant", subjects.constant_uri, workdir, workers=workers),
+        "seed_style": mlflow_server("seed-style", subjects.seed_style_uri, workdir, workers=workers),
+        "proxy_on": proxy(
+            "proxy-on", OURS, workdir, database_url=database_url, log_requests=True, workers=workers
+        ),
+        "proxy_off": proxy(
+            "proxy-off", OURS, workdir, database_url=database_url, log_requests=False, workers=workers
+        ),
+    }
+    try:
+        for server in servers.values():
+            server.start()
+        for server in servers.values():
+            server.wait_ready()
+        on, off = servers["proxy_on"], servers["proxy_off"]
+        direct = backend_url(on)
+        logging.info("measuring single rows, %d rounds", args.rounds)
+        targets = {"constant": servers["constant"].url, "seed_style": servers["seed_style"].url,
+                   "ours_direct": direct, "ours_proxy": on.url}  # fmt: skip
+        single = measure.interleaved_latencies(targets, singles, rounds=args.rounds, warmup=20)
+        memory = {name: server.rss_bytes() / report.MIB for name, server in servers.items()}
+        logging.info("measuring %d batches of %d rows", args.batches, args.batch_rows)
+        in_process = measure.in_process_rows_per_second(
+            subjects.artifacts, frame.head(args.batch_rows), repeats=args.batches
+        )
+        direct_batches = measure.batch_latencies(direct, batch, count=args.batches)
+        proxy_batches = measure.batch_latencies(on.url, batch, count=args.batches)
+        loads: dict[str, dict[str, Any]] = {}
+        for state, server in (("on", on), ("off", off)):
+            logging.info("load with logging %s: %d clients for %g s", state, args.clients, args.load_seconds)
+            result = measure.load(
+                server.url, singles, clients=args.clients, seconds=args.load_seconds, rss=server.rss_bytes
+            )
+            counted = count_logged(
+                database_url, result.answered, rows_per_request=1, wait_seconds=120 if state == "on" else 2
+            )
+            loads[state] = {
+                "requests": len(result.answered) + len(result.failures),
+                "per_second": result.per_second,
+                "ms": report.summary(result.latencies),
+                "failed": len(result.failures),
+                "first_failures": result.failures[:5],
+                "answered": counted.answered,
+                "stored": counted.stored,
+                "lost": counted.lost if state == "on" else 0,
+                "duplicated": counted.duplicated,
+                "peak_rss_mib": result.peak_rss / report.MIB,
+            }
+    finally:
+        for server in servers.values():
+            server.stop()
+
+    def rows_per_second(times: list[float]) -> float:
+        return args.batch_rows * len(times) / (sum(times) / 1000)
+
+    return {
+        "single_row_ms": {name: report.summary(times) for name, times in single.items()},
+        "batch": {
+            "in_process_rows_per_s": in_process,
+            "direct_rows_per_s": rows_per_second(direct_batches),
+            "direct_ms": report.summary(direct_batches),
+            "proxy_rows_per_s": rows_per_second(proxy_batches),
+            "proxy_ms": report.summary(proxy_batches),
+        },
+        "load": loads,
+        "memory_mib": memory,
+        "model": {
+            "trees": subjects.trees,
+            "max_depth": subjects.max_depth,
+            "seed_style_trees": SEED_STYLE_PARAMS["n_estimators"],
+            "seed_style_depth": SEED_STYLE_PARAMS["max_depth"],
+            "features": frame.shape[1] - 1,
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; one line and a non-zero status if it could not run."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("mlflow", "httpx", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    settings = {
+        k: getattr(args, k) for k in ("rounds", "batches", "batch_rows", "load_seconds", "clients", "workers")
+    }
+    home = Path.cwd()
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-") as tmp, fresh_database(args.database_url) as url:
+            os.chdir(tmp)  # The training job and the servers keep their files here.
+            try:
+                figures = run(args, Path(tmp), url)
+            finally:
+                os.chdir(home)
+    except SQLAlchemyError as exc:
+        print(f"error: --database-url: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except (ServerError, measure.MeasurementError, TrainingError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    results = {
+        "command": shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)]),
+        "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(terse=True),
+            "python": platform.python_version(),
+        },
+        "settings": settings,
+        **figures,
+    }
+    met = report.goals(results)
+    print(report.write(results, met, args.output_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

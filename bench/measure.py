@@ -1,0 +1,167 @@
+"""The measurements: interleaved single-row latency, batch throughput, in-process floor, and load."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import joblib
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+JSON = {"content-type": "application/json"}
+
+
+class MeasurementError(RuntimeError):
+    """A server answered something other than 200 during a measurement."""
+
+
+def request_body(frame: pd.DataFrame) -> bytes:
+    """A `dataframe_split` body, as clients send it."""
+    return b'{"dataframe_split": ' + frame.to_json(orient="split", index=False).encode() + b"}"
+
+
+def _check(answer: httpx.Response, name: str) -> None:
+    if answer.status_code != 200:
+        raise MeasurementError(f"{name} answered {answer.status_code}: {answer.text[:300]}")
+
+
+def interleaved_latencies(
+    targets: dict[str, str], bodies: list[bytes], *, rounds: int, warmup: int, seed: int = 0
+) -> dict[str, list[float]]:
+    """Milliseconds per request to each target's `/invocations`, one request to each per round, in a
+    shuffled order, so that drifts in machine load fall on every target alike."""
+    order = list(targets)
+    shuffle = random.Random(seed)
+    times: dict[str, list[float]] = {name: [] for name in order}
+    with httpx.Client(headers=JSON, timeout=60) as client:
+        for n in range(warmup + rounds):
+            body = bodies[n % len(bodies)]
+            shuffle.shuffle(order)
+            for name in order:
+                started = time.perf_counter()
+                answer = client.post(f"{targets[name]}/invocations", content=body)
+                elapsed = (time.perf_counter() - started) * 1000
+                _check(answer, name)
+                if n >= warmup:
+                    times[name].append(elapsed)
+    return times
+
+
+def batch_latencies(url: str, body: bytes, *, count: int) -> list[float]:
+    """Milliseconds per request for `count` sequential requests of one large body (after one warm-up)."""
+    times = []
+    with httpx.Client(headers=JSON, timeout=300) as client:
+        for n in range(count + 1):
+            started = time.perf_counter()
+            answer = client.post(f"{url}/invocations", content=body)
+            if n:
+                times.append((time.perf_counter() - started) * 1000)
+            _check(answer, url)
+    return times
+
+
+def in_process_rows_per_second(artifacts: Path, frame: pd.DataFrame, *, repeats: int) -> float:
+    """Rows/s of the booster's own prediction + TreeSHAP on already encoded rows, as it ships."""
+    pipeline = joblib.load(artifacts / "pipeline.joblib")
+    columns = [c for c in frame.columns if c in pipeline.feature_names_in_]
+    encoded = np.asarray(pipeline.named_steps["preprocess"].transform(frame[columns]), dtype=np.float32)
+    booster: xgb.Booster = pipeline.named_steps["model"].get_booster()
+
+    def once() -> None:
+        booster.inplace_predict(encoded, predict_type="margin")
+        booster.predict(xgb.DMatrix(encoded), pred_contribs=True)
+
+    once()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        once()
+    return len(frame) * repeats / (time.perf_counter() - started)
+
+
+@dataclass
+class LoadResult:
+    """What a load run saw: answered request ids, failures, latencies and peak memory."""
+
+    seconds: float
+    answered: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    peak_rss: int = 0
+
+    @property
+    def per_second(self) -> float:
+        """Answered requests per second."""
+        return len(self.answered) / self.seconds
+
+
+async def _client_loop(
+    client: httpx.AsyncClient,
+    url: str,
+    bodies: list[bytes],
+    *,
+    stop_at: float,
+    result: LoadResult,
+    offset: int,
+) -> None:
+    n = offset
+    while time.monotonic() < stop_at:
+        request_id = str(uuid.uuid4())
+        started = time.perf_counter()
+        try:
+            answer = await client.post(
+                f"{url}/invocations", content=bodies[n % len(bodies)], headers={"x-request-id": request_id}
+            )
+        except httpx.HTTPError as exc:
+            result.failures.append(f"{type(exc).__name__}: {exc}")
+            continue
+        finally:
+            n += 1
+        if answer.status_code == 200:
+            result.answered.append(request_id)
+            result.latencies.append((time.perf_counter() - started) * 1000)
+        else:
+            result.failures.append(f"{answer.status_code}: {answer.text[:200]}")
+
+
+def load(
+    url: str, bodies: list[bytes], *, clients: int, seconds: float, rss: Callable[[], int]
+) -> LoadResult:
+    """`clients` concurrent clients sending requests back to back for `seconds`; RSS sampled meanwhile."""
+    result = LoadResult(seconds=seconds)
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.5):
+            result.peak_rss = max(result.peak_rss, rss())
+
+    async def run() -> None:
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(headers=JSON, timeout=120, limits=limits) as client:
+            started = time.monotonic()
+            stop_at = started + seconds
+            await asyncio.gather(
+                *(
+                    _client_loop(client, url, bodies, stop_at=stop_at, result=result, offset=i * 7)
+                    for i in range(clients)
+                )
+            )
+            result.seconds = time.monotonic() - started
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        asyncio.run(run())
+    finally:
+        done.set()
+        sampler.join()
+    result.peak_rss = max(result.peak_rss, rss())
+    return result

@@ -1,0 +1,166 @@
+"""Figures, goals and the tables the benchmark prints and writes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MIB = 2**20
+
+
+def summary(times_ms: list[float]) -> dict[str, float]:
+    """Median, p99 and count of latencies in milliseconds."""
+    values = np.asarray(times_ms, dtype=np.float64)
+    return {"median": float(np.median(values)), "p99": float(np.percentile(values, 99)), "n": len(values)}
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One goal of the issue, its measured value and whether it is met."""
+
+    number: str
+    name: str
+    value: float
+    op: str
+    limit: float
+
+    @property
+    def passed(self) -> bool:
+        """Whether the measured value meets the goal."""
+        return self.value <= self.limit if self.op == "<=" else self.value >= self.limit
+
+
+def goals(results: dict[str, Any]) -> list[Goal]:
+    """The five goals, from the measured figures."""
+    single, batch, load = results["single_row_ms"], results["batch"], results["load"]
+    ours, proxy = single["ours_direct"], single["ours_proxy"]
+    median, p99 = "median", "p99"
+    return [
+        Goal(
+            "1", "our model / constant pyfunc, median", ours[median] / single["constant"][median], "<=", 1.3
+        ),
+        Goal("2a", "proxy with logging / direct, median", proxy[median] / ours[median], "<=", 1.25),
+        Goal("2b", "proxy with logging / direct, p99", proxy[p99] / ours[p99], "<=", 1.5),
+        Goal(
+            "3",
+            "seed-style pyfunc / our model, median",
+            single["seed_style"][median] / ours[median],
+            ">=",
+            2.0,
+        ),
+        Goal(
+            "4",
+            "batch rows/s through the proxy / in process",
+            batch["proxy_rows_per_s"] / batch["in_process_rows_per_s"],
+            ">=",
+            0.6,
+        ),
+        Goal(
+            "5a",
+            "log rows lost + duplicated under load",
+            load["on"]["lost"] + load["on"]["duplicated"],
+            "<=",
+            0,
+        ),
+        Goal(
+            "5b",
+            "requests/s under load, logging on / off",
+            load["on"]["per_second"] / load["off"]["per_second"],
+            ">=",
+            0.9,
+        ),
+    ]
+
+
+def _load_row(state: str, run: dict[str, Any]) -> str:
+    cells = [
+        state,
+        f"{run['per_second']:.1f}",
+        f"{run['ms']['median']:.1f}",
+        f"{run['ms']['p99']:.1f}",
+        str(run["failed"]),
+        f"{run['stored']:,} of {run['answered']:,}",
+        str(run["lost"]),
+        str(run["duplicated"]),
+        f"{run['peak_rss_mib']:.0f} MiB",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _goal_row(goal: Goal) -> str:
+    verdict = "pass" if goal.passed else "FAIL"
+    return f"| {goal.number}. {goal.name} | {goal.value:.2f} | {goal.op} {goal.limit:g} | {verdict} |"
+
+
+def markdown(results: dict[str, Any], met: list[Goal]) -> str:
+    """The results as Markdown tables."""
+    single, batch, load, memory = (
+        results["single_row_ms"],
+        results["batch"],
+        results["load"],
+        results["memory_mib"],
+    )
+    settings, model = results["settings"], results["model"]
+    labels = {
+        "constant": "`mlflow models serve`, constant pyfunc (MLflow's floor)",
+        "seed_style": "`mlflow models serve`, seed-style pyfunc (ColumnTransformer, TreeExplainer, loops)",
+        "ours_direct": "`mlflow models serve`, our model",
+        "ours_proxy": "our proxy, logging to PostgreSQL, in front of that same server",
+    }
+    lines = [
+        f"Machine: {results['machine']['cpus']} CPUs, {results['machine']['platform']}, "
+        f"Python {results['machine']['python']}; {results['finished_at']}.",
+        f"Our model: attrition as trained by `python -m training`, XGBoost {model['trees']} trees of depth "
+        f"<= {model['max_depth']}; seed-style: {model['seed_style_trees']} trees of depth "
+        f"{model['seed_style_depth']}; {model['features']} raw features; every answer carries all "
+        f"contributions; {settings['workers']} worker(s) per model server.",
+        "",
+        f"Single row, {settings['rounds']} requests to each server, interleaved:",
+        "",
+        "| server | median ms | p99 ms |",
+        "|---|---:|---:|",
+        *(f"| {labels[k]} | {single[k]['median']:.2f} | {single[k]['p99']:.2f} |" for k in labels),
+        "",
+        f"Batches of {settings['batch_rows']:,} rows with explanations, {settings['batches']} requests:",
+        "",
+        "| path | rows/s | median ms |",
+        "|---|---:|---:|",
+        f"| in process: the booster's prediction + TreeSHAP only | {batch['in_process_rows_per_s']:,.0f} | |",
+        f"| `mlflow models serve`, our model | {batch['direct_rows_per_s']:,.0f} "
+        f"| {batch['direct_ms']['median']:.1f} |",
+        f"| our proxy, logging on | {batch['proxy_rows_per_s']:,.0f} "
+        f"| {batch['proxy_ms']['median']:.1f} |",
+        "",
+        f"Load: {settings['clients']} concurrent clients for {settings['load_seconds']:g} s "
+        "through the proxy, one row per request:",
+        "",
+        "| logging | requests/s | median ms | p99 ms | failed | rows stored | lost | duplicated "
+        "| peak RSS, proxy + backend |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        _load_row("on", load["on"]),
+        _load_row("off", load["off"]),
+        "",
+        "Memory after warm-up (RSS, MiB): "
+        + ", ".join(f"{name} {value:.0f}" for name, value in memory.items())
+        + ".",
+        "",
+        "| goal | measured | target | |",
+        "|---|---:|---:|---|",
+        *(_goal_row(goal) for goal in met),
+    ]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def write(results: dict[str, Any], met: list[Goal], directory: Path) -> str:
+    """Write `results.json` and `RESULTS.md` into `directory`; return the Markdown."""
+    directory.mkdir(parents=True, exist_ok=True)
+    document = {**results, "goals": [{**asdict(g), "passed": g.passed} for g in met]}
+    (directory / "results.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    text = markdown(results, met)
+    command = results["command"]
+    (directory / "RESULTS.md").write_text(f"# Benchmark results\n\n`{command}`\n\n{text}", encoding="utf-8")
+    return text
