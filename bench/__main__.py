@@ -122,6 +122,7 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str) -> dict[str,
         in_process = measure.in_process_rows_per_second(
             subjects.artifacts, frame.head(args.batch_rows), repeats=args.batches
         )
+        floor_batches = measure.batch_latencies(servers["constant"].url, batch, count=args.batches)
         direct_batches = measure.batch_latencies(direct, batch, count=args.batches)
         proxy_batches = measure.batch_latencies(on.url, batch, count=args.batches)
         loads: dict[str, dict[str, Any]] = {}
@@ -156,6 +157,8 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str) -> dict[str,
         "single_row_ms": {name: report.summary(times) for name, times in single.items()},
         "batch": {
             "in_process_rows_per_s": in_process,
+            "constant_rows_per_s": rows_per_second(floor_batches),
+            "constant_ms": report.summary(floor_batches),
             "direct_rows_per_s": rows_per_second(direct_batches),
             "direct_ms": report.summary(direct_batches),
             "proxy_rows_per_s": rows_per_second(proxy_batches),

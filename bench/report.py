@@ -130,6 +130,8 @@ def markdown(results: dict[str, Any], met: list[Goal]) -> str:
         "| path | rows/s | median ms |",
         "|---|---:|---:|",
         f"| in process: the booster's prediction + TreeSHAP only | {batch['in_process_rows_per_s']:,.0f} | |",
+        f"| `mlflow models serve`, constant pyfunc (MLflow's floor) | {batch['constant_rows_per_s']:,.0f} "
+        f"| {batch['constant_ms']['median']:.1f} |",
         f"| `mlflow models serve`, our model | {batch['direct_rows_per_s']:,.0f} "
         f"| {batch['direct_ms']['median']:.1f} |",
         f"| our proxy, logging on | {batch['proxy_rows_per_s']:,.0f} "

@@ -1,0 +1,95 @@
+"""The benchmark itself works end to end: a tiny `--quick` run builds, serves, measures and reports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from bench.__main__ import parse_args
+from bench.report import goals
+from tests.conftest import POSTGRES_ADMIN, subprocess_env
+
+
+def _databases() -> set[str]:
+    engine = create_engine(POSTGRES_ADMIN)
+    with engine.connect() as connection:
+        names = set(connection.execute(text("SELECT datname FROM pg_database")).scalars())
+    engine.dispose()
+    return names
+
+
+def test_a_tiny_quick_run_measures_everything_and_writes_its_results(tmp_path: Path) -> None:
+    before = _databases()
+    command = [
+        sys.executable, "-m", "bench", "--quick", "--rounds", "15", "--batches", "2", "--batch-rows", "50",
+        "--load-seconds", "2", "--clients", "4", "--trials", "2", "--cv-folds", "2",
+        "--database-url", POSTGRES_ADMIN, "--output-dir", str(tmp_path),
+    ]  # fmt: skip
+    env = subprocess_env()
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    single = results["single_row_ms"]
+    assert set(single) == {"constant", "seed_style", "ours_direct", "ours_proxy"}
+    assert all(s["n"] == 15 and 0 < s["median"] <= s["p99"] for s in single.values())
+    assert results["batch"]["proxy_rows_per_s"] > 0 and results["batch"]["in_process_rows_per_s"] > 0
+    on, off = results["load"]["on"], results["load"]["off"]
+    assert on["answered"] > 0 and on["failed"] == 0
+    assert on["stored"] == on["answered"] and on["lost"] == 0 and on["duplicated"] == 0
+    assert off["answered"] > 0 and off["stored"] == 0  # Logging off stores nothing.
+    assert on["peak_rss_mib"] > 100 and all(value > 50 for value in results["memory_mib"].values())
+    assert [g["number"] for g in results["goals"]] == ["1", "2a", "2b", "3", "4", "5a", "5b"]
+    table = (tmp_path / "RESULTS.md").read_text()
+    assert "| goal | measured | target |" in table and table.count("pass") + table.count("FAIL") == 7
+    assert "| goal | measured | target |" in done.stdout
+    assert _databases() == before  # Its scratch log database is dropped.
+    assert not (tmp_path / "mlflow.db").exists()  # Its MLflow store was a temporary directory.
+
+
+def test_goals_compare_the_right_figures() -> None:
+    figure = {"median": 10.0, "p99": 20.0, "n": 1}
+    results = {
+        "single_row_ms": {
+            "constant": figure,
+            "ours_direct": {"median": 12.0, "p99": 20.0, "n": 1},
+            "ours_proxy": {"median": 15.5, "p99": 31.0, "n": 1},
+            "seed_style": {"median": 24.0, "p99": 40.0, "n": 1},
+        },
+        "batch": {"proxy_rows_per_s": 590.0, "in_process_rows_per_s": 1000.0},
+        "load": {"on": {"per_second": 90.0, "lost": 0, "duplicated": 1}, "off": {"per_second": 100.0}},
+    }
+    verdicts = {g.number: (round(g.value, 3), g.passed) for g in goals(results)}
+    assert verdicts == {
+        "1": (1.2, True), "2a": (1.292, False), "2b": (1.55, False), "3": (2.0, True),
+        "4": (0.59, False), "5a": (1.0, False), "5b": (0.9, True),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--rounds", "0"], "--rounds"),
+        (["--batch-rows", "5000"], "--batch-rows"),
+        (["--cv-folds", "1"], "--cv-folds"),
+    ],
+)
+def test_bad_options_are_named(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        parse_args(argv)
+    assert stopped.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_quick_changes_only_the_sizes_not_given() -> None:
+    quick = parse_args(["--quick", "--rounds", "7"])
+    assert (quick.rounds, quick.batches, quick.load_seconds, quick.trials) == (7, 5, 15.0, 5)
+    full = parse_args([])
+    assert (full.rounds, full.batches, full.load_seconds, full.trials) == (1000, 20, 60.0, None)
