@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
 from sklearn.compose import ColumnTransformer
-from sklearn.preprocessing import OneHotEncoder
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 
 OUTPUT_COLUMNS = ("score", "prediction", "threshold", "base_value", "contributions")
 # XGBoost predicts in blocks of 64 rows per thread: below that, more threads only wait and spin.
@@ -32,6 +32,21 @@ def _bad_input(message: str) -> MlflowException:
     return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 
+def _passes_through(step: object) -> bool:
+    # A fitted ColumnTransformer stores "passthrough" as an identity FunctionTransformer.
+    return step == "passthrough" or (isinstance(step, FunctionTransformer) and step.func is None)
+
+
+def _plain_one_hot(step: object) -> bool:
+    return (
+        isinstance(step, OneHotEncoder)
+        and step.handle_unknown == "ignore"
+        and step.drop is None
+        and step.min_frequency is None
+        and step.max_categories is None
+    )
+
+
 class _OneHot:
     """The fitted ColumnTransformer (numbers passed through, one-hot categories) as dictionary lookups."""
 
@@ -40,12 +55,12 @@ class _OneHot:
         self.categorical: list[str] = []
         self.lookups: list[dict[Any, int]] = []  # category -> encoded column; None is the missing value
         for name, transformer, columns in preprocess.transformers_:
-            if name == "num":
+            if name == "num" and _passes_through(transformer):
                 self.numeric = list(columns)
-            elif name == "cat" and isinstance(transformer, OneHotEncoder):
+            elif name == "cat" and _plain_one_hot(transformer):
                 self.categorical = list(columns)
             elif name != "remainder" or transformer != "drop":
-                raise ValueError(f"unsupported preprocessing step {name!r}")
+                raise ValueError(f"unsupported preprocessing step {name!r}: {transformer!r}")
         self.features = self.numeric + self.categorical
         self._positions: dict[tuple[Any, ...], np.ndarray] = {}  # Column layout -> feature positions.
         self.starts = list(range(len(self.numeric)))  # First encoded column of each raw feature.
