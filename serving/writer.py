@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from serving.database import first_line
 from serving.records import to_rows
@@ -16,6 +16,8 @@ from serving.spool import Spool
 from serving.store import write_log
 
 logger = logging.getLogger(__name__)
+# Refusals of a record's own content; any other database error leaves every record in the spool.
+CONTENT_ERRORS = (DataError, IntegrityError)
 REJECTED = "rejected.ndjson"  # Records the database refused (bad data, not an outage), kept for a person.
 Exchange = tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]
 
@@ -49,9 +51,12 @@ class LogWriter:
                 exchanges = [self._rows(record) for record in Spool.read(segment)]
                 try:
                     self._write([rows for rows in exchanges if rows is not None])
-                except (OperationalError, InterfaceError) as exc:
+                except SQLAlchemyError as exc:
+                    # Unreachable, or refusing every write (a missing grant): the rows wait in the spool.
                     if self.database_up:
-                        logger.warning("log store unreachable; rows stay in the spool: %s", first_line(exc))
+                        logger.warning(
+                            "log store takes no rows now; they stay in the spool: %s", first_line(exc)
+                        )
                     self.database_up = False
                     return False
                 self._spool.discard(segment)
@@ -73,16 +78,12 @@ class LogWriter:
         predictions = [row for _, _, rows in exchanges for row in rows]
         try:
             write_log(self._engine, requests=requests, predictions=predictions)
-        except (OperationalError, InterfaceError):
-            raise
-        except SQLAlchemyError:
+        except CONTENT_ERRORS:
             # One bad row must not hold the others back: write one by one, set aside what is refused.
             for record, request, rows in exchanges:
                 try:
                     write_log(self._engine, requests=[request], predictions=rows)
-                except (OperationalError, InterfaceError):
-                    raise
-                except SQLAlchemyError as exc:
+                except CONTENT_ERRORS as exc:
                     self._reject(record, first_line(exc))
 
     def _reject(self, record: dict[str, Any], reason: str) -> None:

@@ -8,16 +8,19 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from mlflow.tracking import MlflowClient
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
 
 from registry_scripts.__main__ import main as registry_main
-from tests.conftest import REPO, admin_sql, register_again, subprocess_env
+from serving.database import make_engine, migrate
+from tests.conftest import REPO, admin_sql, fresh_database, register_again, subprocess_env
 from tests.serving.conftest import HEADERS, Proxy, count, free_port, pid_alive, rows, split_body, wait_for
 from training.job import TrainingOutcome
 
@@ -39,19 +42,16 @@ class Traffic:
         self.url = url
         self.answers: list[tuple[int, str, str]] = []
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+        self.versions_by_client: list[list[str]] = [[] for _ in range(threads)]
+        self._threads = [threading.Thread(target=self._run, args=(n,)) for n in range(threads)]
 
-    def _run(self) -> None:
+    def _run(self, client: int) -> None:
         with httpx.Client(base_url=self.url, headers=HEADERS, timeout=60) as http:
             while not self._stop.is_set():
                 answer = http.post("/invocations", json=BODY)
-                self.answers.append(
-                    (
-                        answer.status_code,
-                        answer.headers["X-Request-ID"],
-                        answer.headers.get("X-Model-Version", ""),
-                    )
-                )
+                version = answer.headers.get("X-Model-Version", "")
+                self.answers.append((answer.status_code, answer.headers["X-Request-ID"], version))
+                self.versions_by_client[client].append(version)
 
     def __enter__(self) -> Traffic:
         for thread in self._threads:
@@ -127,9 +127,12 @@ def test_promotion_and_rollback_in_traffic_switch_versions_without_failures(
         )
         time.sleep(1)
     assert traffic.answers and not traffic.failures()
-    versions = [answer_version for _, _, answer_version in traffic.answers]
-    switch = versions.index(version)
-    assert set(versions[:switch]) == {"1"} and set(versions[switch:]) == {version}
+    # Each client sends one request after another, so each sees version 1, then only the new one.
+    # Across clients, a request sent just before the switch may finish just after one sent after it.
+    for versions in traffic.versions_by_client:
+        switch = versions.index(version)
+        assert set(versions[:switch]) <= {"1"} and set(versions[switch:]) == {version}
+    assert any("1" in versions for versions in traffic.versions_by_client)
 
     with Traffic(proxy.url) as back:
         assert registry_main(["rollback", "--model", served, "--reason", "test"]) == 0
@@ -270,3 +273,46 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=5).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_the_proxy_needs_only_select_and_insert(
+    served: str, start_proxy: Callable[..., Proxy], tmp_path: Path
+) -> None:
+    role = f"scoring_{uuid.uuid4().hex[:8]}"
+    with fresh_database() as owner_url:
+        engine = make_engine(owner_url)
+        migrate(engine)  # The schema is the owner's job; the proxy only finds it at head.
+        database = owner_url.rsplit("/", 1)[1]
+        admin_sql(f"CREATE ROLE {role} LOGIN")
+
+        def grant(*statements: str) -> None:
+            with engine.begin() as connection:
+                for statement in statements:
+                    connection.execute(text(statement))
+
+        try:
+            grant(
+                f'GRANT CONNECT ON DATABASE "{database}" TO {role}',
+                f"GRANT USAGE ON SCHEMA public TO {role}",
+                f"GRANT SELECT ON alembic_version, entities TO {role}",
+                f"GRANT SELECT ON inference_requests, inference_predictions TO {role}",
+            )
+            limited_url = make_url(owner_url).set(username=role, password=None).render_as_string(False)
+            proxy = start_proxy(served, limited_url)
+            answer = httpx.post(f"{proxy.url}/invocations", json=BODY, headers=HEADERS, timeout=30)
+            assert answer.status_code == 200, answer.text
+            request_id = answer.headers["x-request-id"]
+            # Without INSERT the rows wait in the spool: nothing is set aside as if it were bad content.
+            wait_for(
+                lambda: "permission denied" in proxy.log(), message="the writer to meet the missing grant"
+            )
+            assert stored(engine, [request_id]) == (0, 0)
+            assert not (proxy.spool / "rejected.ndjson").exists()
+            grant(f"GRANT INSERT ON inference_requests, inference_predictions TO {role}")
+            wait_for(lambda: stored(engine, [request_id]) == (1, 2), message="rows once INSERT is granted")
+            listed = httpx.get(f"{proxy.url}/predictions/{request_id}", headers=HEADERS, timeout=30)
+            assert listed.status_code == 200 and len(listed.json()["predictions"]) == 2
+            assert proxy.stop() == 0
+        finally:
+            engine.dispose()
+    admin_sql(f"DROP ROLE IF EXISTS {role}")  # Its grants went with the database.
