@@ -37,8 +37,8 @@ def _check(answer: httpx.Response, name: str) -> None:
 def interleaved_latencies(
     targets: dict[str, str], bodies: list[bytes], *, rounds: int, warmup: int, seed: int = 0
 ) -> dict[str, list[float]]:
-    """Milliseconds per request to each target's `/invocations`, one request to each per round, in a
-    shuffled order, so that drifts in machine load fall on every target alike."""
+    """Milliseconds per request to each target, one request to each per round in a shuffled order."""
+    # Interleaving makes drifts in the machine's speed fall on every target alike.
     order = list(targets)
     shuffle = random.Random(seed)
     times: dict[str, list[float]] = {name: [] for name in order}

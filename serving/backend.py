@@ -30,8 +30,8 @@ def _free_port() -> int:
 
 
 def with_own_bin() -> str:
-    """PATH with this interpreter's directory first: `mlflow models serve` runs `uvicorn` from PATH,
-    which an environment that was not activated (`venv/bin/python -m serving`) does not have."""
+    """PATH with this interpreter's directory first, where `mlflow models serve` finds `uvicorn`."""
+    # An environment that was not activated (`venv/bin/python -m serving`) lacks it otherwise.
     return os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 
 
