@@ -16,9 +16,9 @@ from serving.tables import inference_predictions, inference_requests
 
 
 @contextmanager
-def fresh_database(admin_url: str) -> Iterator[str]:
+def fresh_database(admin_url: str, *, prefix: str = "bench") -> Iterator[str]:
     """Create an empty database on the server `admin_url` names, yield its URL, drop it afterwards."""
-    name = f"bench_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:

@@ -6,7 +6,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,18 +15,11 @@ from pathlib import Path
 import httpx
 import psutil
 
-from serving.backend import with_own_bin
+from serving.backend import free_port, with_own_bin
 
 
 class ServerError(RuntimeError):
     """A server did not start."""
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

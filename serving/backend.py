@@ -23,7 +23,8 @@ from serving.registry import ModelInfo
 logger = logging.getLogger(__name__)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -57,7 +58,7 @@ class Backend:
 
 def spawn(info: ModelInfo, *, workers: int, timeout_seconds: float) -> Backend:
     """Start `mlflow models serve` on one version (call from the event loop's thread)."""
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable, "-m", "mlflow", "models", "serve",
         "-m", f"models:/{info.name}/{info.version}",

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import mlflow
@@ -15,6 +14,7 @@ import pytest
 from mlflow.pyfunc import PyFuncModel
 from mlflow.tracking import MlflowClient
 
+from bench.logcheck import fresh_database as scratch_database
 from training.config import UseCaseConfig, load_config
 from training.job import TrainingOutcome, train
 
@@ -102,15 +102,9 @@ def admin_sql(statement: str) -> None:
         admin.close()
 
 
-@contextmanager
-def fresh_database() -> Iterator[str]:
+def fresh_database() -> AbstractContextManager[str]:
     """A new, empty PostgreSQL database, dropped afterwards; yields its URL."""
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    admin_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        admin_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+    return scratch_database(POSTGRES_ADMIN, prefix="test")
 
 
 @pytest.fixture

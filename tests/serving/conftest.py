@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,22 +18,16 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine, create_engine, text
 
+from serving.backend import free_port
 from tests.conftest import REPO, fresh_database, register_again, subprocess_env
 from tests.test_clients import production
 from training.job import TrainingOutcome
 
-__all__ = ["production"]
+__all__ = ["free_port", "production"]
 
 API_KEY = "test-key-0123456789abcdef"
 ROTATED_KEY = "next-key-abcdef0123456789"
 HEADERS = {"X-API-Key": API_KEY}
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def rows(count: int, *, start: int = 0) -> pd.DataFrame:
