@@ -62,10 +62,7 @@ async def serve(settings: ServingSettings) -> int:
     await asyncio.to_thread(wait_for, engine, settings.database_wait_seconds)
     await asyncio.to_thread(migrate, engine)
     spool = Spool(settings.spool_dir, max_bytes=settings.spool_max_bytes)
-    hmac_key = (
-        settings.entity_id_hmac_key.get_secret_value().encode() if settings.entity_id_hmac_key else None
-    )
-    writer = LogWriter(spool, engine, flush_seconds=settings.flush_seconds, hmac_key=hmac_key)
+    writer = LogWriter(spool, engine, flush_seconds=settings.flush_seconds, hmac_key=settings.hmac_key)
     runtime = Runtime(settings, engine=engine, spool=spool, writer=writer, keys=keys, client=MlflowClient())
     server = _Server(
         uvicorn.Config(

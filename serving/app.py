@@ -20,14 +20,17 @@ from starlette.exceptions import HTTPException
 
 from serving import database, store
 from serving.auth import identify
+from serving.entities import restore_id
 from serving.errors import BadRequest, NotFound, PayloadTooLarge, ServingError, Unavailable
+from serving.records import pseudonym
 from serving.runtime import Runtime
 from serving.upstream import translate
+from serving.validation import JSON_TYPE, check_params, check_rows, media_type, parse
 from serving.waterfall import render_png
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-JSON_TYPE = "application/json"
+ENTITY_ID_MAX = 256  # The width of the entity table's id column.
 
 
 def _error_body(error_code: str, message: str) -> dict[str, str]:
@@ -196,7 +199,14 @@ def create_app(runtime: Runtime) -> FastAPI:
         """MLflow's scoring protocol, unchanged; adds X-Request-ID and X-Model-Version."""
 
         async def body() -> tuple[bytes, str]:
-            return await _read_body(request, limit), request.headers.get("content-type", JSON_TYPE)
+            raw = await _read_body(request, limit)
+            content_type = request.headers.get("content-type", JSON_TYPE)
+            backend = runtime.backend
+            if media_type(content_type) == JSON_TYPE and backend is not None:
+                payload = parse(raw)
+                check_rows(payload, backend.info.inputs)
+                check_params(payload, backend.info.params)
+            return raw, content_type
 
         return await _scored(request, "/invocations", body)
 
@@ -208,29 +218,30 @@ def create_app(runtime: Runtime) -> FastAPI:
             raw = await _read_body(request, limit)
             params = None
             if raw.strip():
-                try:
-                    payload = json.loads(raw)
-                except ValueError as exc:
-                    raise BadRequest('body: must be JSON like {"params": {...}}') from exc
-                if not isinstance(payload, dict) or not isinstance(payload.get("params", {}), dict):
-                    raise BadRequest('body: must be JSON like {"params": {...}}')
+                payload = parse(raw)
+                if set(payload) - {"params"}:
+                    raise BadRequest('body: may only hold params, like {"params": {"top_k": 3}}')
+                if runtime.backend is not None:
+                    check_params(payload, runtime.backend.info.params)
                 params = payload.get("params")
+            unknown = NotFound(f"the entity is not in the entity table of {runtime.settings.model!r}")
+            if "\x00" in entity_id or len(entity_id) > ENTITY_ID_MAX:  # Cannot be stored, so not there.
+                raise unknown
+            hmac_key, backend = runtime.settings.hmac_key, runtime.backend
             features = await _from_db(
-                store.get_entity,
-                runtime.engine,
-                model_name=runtime.settings.model,
-                entity_id=entity_id,
-            )
-            if features is None:
-                raise NotFound(
-                    f"entity {entity_id!r} is not in the entity table of {runtime.settings.model!r}"
-                )
+                store.get_entity, runtime.engine, model_name=runtime.settings.model,
+                entity_id=pseudonym(entity_id, hmac_key) if hmac_key else entity_id,
+            )  # fmt: skip
+            if features is None:  # The id is not echoed: the log keeps the message, ids may be pseudonyms.
+                raise unknown
+            if hmac_key and backend is not None:
+                features = restore_id(features, entity_id, backend.info)
             document: dict[str, Any] = {"dataframe_records": [features]}
             if params:
                 document["params"] = params
             return json.dumps(document).encode(), JSON_TYPE
 
-        return await _scored(request, f"/predict/by-id/{entity_id}", body)
+        return await _scored(request, "/predict/by-id/{entity_id}", body)
 
     @app.get("/predictions")
     async def predictions(

@@ -19,7 +19,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from serving.database import first_line, make_engine, migrate, safe_url
 from serving.errors import ServingError
-from serving.registry import configure_mlflow, describe, resolve
+from serving.records import pseudonym
+from serving.registry import ModelInfo, configure_mlflow, describe, resolve
 from serving.settings import ServingSettings
 from serving.store import upsert_entities
 
@@ -47,6 +48,21 @@ def entity_features(
     }
 
 
+def pseudonymised(
+    features: dict[str, dict[str, Any]], *, id_column: str, key: bytes
+) -> dict[str, dict[str, Any]]:
+    """The entities under keyed hashes of their ids, the id column emptied: the table holds no raw id."""
+    return {pseudonym(entity_id, key): {**row, id_column: None} for entity_id, row in features.items()}
+
+
+def restore_id(features: dict[str, Any], entity_id: str, info: ModelInfo) -> dict[str, Any]:
+    """A pseudonymised entity's features with the requested id back in its column, typed as signed."""
+    assert info.id_column is not None
+    kind = next(column["type"] for column in info.inputs if column.get("name") == info.id_column)
+    value: object = int(entity_id) if kind in ("long", "integer") else entity_id
+    return {**features, info.id_column: value}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Read the CSV, check it against the model's signature, and upsert the entities."""
     parser = argparse.ArgumentParser(prog="python -m serving.entities", description=__doc__)
@@ -64,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         info = describe(client, settings.model, version, settings.target)
         frame = pd.read_csv(args.input)
         features = entity_features(frame, columns=info.columns, id_column=info.id_column)
+        if settings.hmac_key is not None and info.id_column is not None:
+            features = pseudonymised(features, id_column=info.id_column, key=settings.hmac_key)
         engine = make_engine(settings.database_url)
         migrate(engine)
         count = upsert_entities(engine, model_name=settings.model, features=features)

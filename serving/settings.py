@@ -70,6 +70,11 @@ class ServingSettings(BaseSettings):
         return self
 
     @property
+    def hmac_key(self) -> bytes | None:
+        """The key of entity-id pseudonyms, or None when ids are logged as given."""
+        return self.entity_id_hmac_key.get_secret_value().encode() if self.entity_id_hmac_key else None
+
+    @property
     def target(self) -> str:
         """What is followed, as written in a `models:/` URI: `@production` or `/Production`."""
         return f"/{self.stage}" if self.stage else f"@{self.alias}"

@@ -1,0 +1,161 @@
+"""Bad input against the real proxy: each case a 4xx naming the problem, no trace, no wrong log row."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, text
+
+from tests.serving.conftest import HEADERS, Proxy, count, rows, split_body, wait_for
+
+ROW: dict[str, Any] = rows(1).to_dict(orient="records")[0]
+
+
+def records(**changes: Any) -> bytes:
+    """One attrition row as `dataframe_records`, with some values changed (None drops the column)."""
+    row = {key: value for key, value in {**ROW, **changes}.items() if value is not None or key not in changes}
+    return json.dumps({"dataframe_records": [row]}).encode()
+
+
+def with_params(**params: Any) -> bytes:
+    """One good row with the given params."""
+    return json.dumps({"dataframe_records": [ROW], "params": params}).encode()
+
+
+GOOD = records()
+JSON = "application/json"
+CASES = [
+    # (id, body, content type, status, words the message must hold)
+    ("not-json", b"{dataframe_split:", JSON, 400, "body: is not valid JSON"),
+    ("empty-body", b"", JSON, 400, "body: is empty"),
+    ("json-scalar", b"42", JSON, 400, "must be a JSON object"),
+    ("json-string", b'"rows"', JSON, 400, "not a string"),
+    ("json-list", b"[1, 2]", JSON, 400, "not a list"),
+    ("unknown-top-key", json.dumps({"dataframe_records": [ROW], "rows": 1}).encode(), JSON, 400,
+     "unknown key(s) ['rows']"),
+    ("two-formats", json.dumps({"dataframe_records": [ROW], "instances": [ROW]}).encode(), JSON, 400,
+     "exactly one of"),
+    ("split-ragged", json.dumps({"dataframe_split": {"columns": ["Age"], "data": [[1, 2]]}}).encode(), JSON,
+     400, "dataframe_split.data[0]: must be a list of 1 values"),
+    ("missing-column", records(Age=None), JSON, 400, "row 0: missing column(s) ['Age']"),
+    ("extra-column", records(Salary=100), JSON, 400, "row 0: unknown column(s) ['Salary']"),
+    ("target-column-sent", records(Attrition="Yes"), JSON, 400, "unknown column(s) ['Attrition']"),
+    ("string-for-number", records(Age="forty"), JSON, 400,
+     "row 0, column 'Age': must be an integer, not a string"),
+    ("decimal-for-integer", records(Age=41.5), JSON, 400, "column 'Age': must be an integer, not a decimal"),
+    ("number-for-category", records(OverTime=1), JSON, 400,
+     "column 'OverTime': must be a string, not an integer"),
+    ("boolean-for-category", records(OverTime=True), JSON, 400, "column 'OverTime': must be a string"),
+    ("list-for-number", records(Age=[41]), JSON, 400, "column 'Age': must be an integer, not a list"),
+    ("integer-past-long", records(MonthlyIncome=2**63), JSON, 400, "column 'MonthlyIncome': is outside"),
+    ("integer-far-past-long", records(MonthlyIncome=10**30), JSON, 400, "is outside the long range"),
+    ("nan", GOOD.replace(b'"Age": 41', b'"Age": NaN'), JSON, 400, "NaN is not JSON"),
+    ("infinity", GOOD.replace(b'"Age": 41', b'"Age": -Infinity'), JSON, 400, "-Infinity is not JSON"),
+    ("null-integer", GOOD.replace(b'"Age": 41', b'"Age": null'), JSON, 400,
+     "column 'Age': is null; send an integer"),
+    ("null-optional-id", GOOD.replace(b'"employee_id": 1,', b'"employee_id": null,'), JSON, 400,
+     "column 'employee_id': is null; leave the column out or send an integer"),
+    ("nul-in-string", records(Department="Sales\u0000"), JSON, 400, "contains a NUL character"),
+    ("no-rows", json.dumps({"dataframe_records": []}).encode(), JSON, 400, "dataframe_records: holds no"),
+    ("rows-not-objects", json.dumps({"dataframe_records": [[1, 2]]}).encode(), JSON, 400,
+     "dataframe_records[0]: must be an object"),
+    ("ten-megabytes", b"[" + b"1," * (5 * 2**20) + b"1]", JSON, 400, "not a list"),
+    ("text-plain", GOOD, "text/plain", 415, "Content-Type: text/plain is not accepted"),
+    ("form", GOOD, "application/x-www-form-urlencoded", 415, "is not accepted"),
+    ("latin-1", GOOD, "application/json; charset=latin-1", 415, "charset latin-1 is not accepted"),
+    ("not-utf-8", GOOD.replace(b"Sales", b"S\xe4les"), JSON, 400, "body: is not UTF-8"),
+    ("param-wrong-type", with_params(threshold="high"), JSON, 400,
+     "params.threshold: must be a number, not a string"),
+    ("param-string-boolean", with_params(explain="no"), JSON, 400,
+     "params.explain: must be true or false, not a string"),
+    ("param-unknown", with_params(temperature=1), JSON, 400, "params: unknown name(s) ['temperature']"),
+    ("param-null", with_params(top_k=None), JSON, 400, "params.top_k: is null"),
+    ("params-not-object", json.dumps({"dataframe_records": [ROW], "params": [1]}).encode(), JSON, 400,
+     "params: must be an object, not a list"),
+    ("threshold-above-one", with_params(threshold=1.5), JSON, 400, "params.threshold must be a number bet"),
+    ("threshold-below-zero", with_params(threshold=-0.1), JSON, 400, "between 0 and 1"),
+    ("top-k-negative", with_params(top_k=-1), JSON, 400, "params.top_k must be an integer >= 0"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def proxy(served: str, log_db: str, start_proxy: Callable[..., Proxy]) -> Proxy:
+    """A proxy with the default settings (20 MB body limit)."""
+    return start_proxy(served, log_db)
+
+
+def logged_request(engine: Engine, request_id: str) -> tuple[int, str | None, int]:
+    """Status, error and number of prediction rows of a logged request."""
+    query = "SELECT count(*) FROM inference_requests WHERE request_id = :rid"
+    wait_for(lambda: count(engine, query, rid=request_id) == 1, message=f"request {request_id} in the log")
+    with engine.connect() as connection:
+        status, error = connection.execute(
+            text("SELECT status_code, error FROM inference_requests WHERE request_id = :rid"),
+            {"rid": request_id},
+        ).one()
+    predictions = count(
+        engine, "SELECT count(*) FROM inference_predictions WHERE request_id = :rid", rid=request_id
+    )
+    return status, error, predictions
+
+
+@pytest.mark.parametrize("case", [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+def test_bad_input_gets_a_4xx_naming_the_field_and_writes_no_prediction(
+    proxy: Proxy, log_engine: Engine, case: tuple[bytes, str, int, str]
+) -> None:
+    body, content_type, status, expected = case
+    headers = {**HEADERS, "Content-Type": content_type}
+    answer = httpx.post(f"{proxy.url}/invocations", content=body, headers=headers, timeout=60)
+    assert answer.status_code == status, answer.text
+    assert answer.json()["error_code"] in {"BAD_REQUEST", "UNSUPPORTED_MEDIA_TYPE", "INVALID_PARAMETER_VALUE"}
+    assert expected in answer.json()["message"]
+    assert "Traceback" not in answer.text and 'File "' not in answer.text
+    logged_status, error, predictions = logged_request(log_engine, answer.headers["X-Request-ID"])
+    assert (logged_status, predictions) == (status, 0)
+    assert error is not None and expected in error
+
+
+def test_good_input_and_its_edges_are_scored(proxy: Proxy) -> None:
+    """The checks refuse only what is wrong: optional id, all formats, unicode, unseen categories."""
+    frame = rows(3)
+    bodies: list[Any] = [
+        split_body(frame),
+        {"dataframe_records": frame.to_dict(orient="records")},
+        {"instances": frame.to_dict(orient="records")},
+        {"inputs": frame.to_dict(orient="list")},
+        {"dataframe_records": [{k: v for k, v in ROW.items() if k != "employee_id"}]},
+        {"dataframe_records": [{**ROW, "Department": "Forschung & Entwicklung 研究 ✓"}]},
+        {"dataframe_records": [ROW], "params": {"threshold": 1, "explain": False, "top_k": 0}},
+    ]
+    for body in bodies:
+        answer = httpx.post(f"{proxy.url}/invocations", json=body, headers=HEADERS, timeout=60)
+        assert answer.status_code == 200, (body, answer.text)
+
+
+@pytest.mark.parametrize(
+    "entity_id", ["abc", "-5", "1' OR '1'='1", "1; DROP TABLE entities; --", "%00", "9" * 300]
+)
+def test_by_id_with_odd_ids_is_a_clean_404_and_harms_nothing(
+    proxy: Proxy, log_engine: Engine, entity_id: str
+) -> None:
+    before = count(log_engine, "SELECT count(*) FROM inference_requests")
+    answer = httpx.post(f"{proxy.url}/predict/by-id/{entity_id}", headers=HEADERS, timeout=30)
+    assert answer.status_code == 404, answer.text
+    assert answer.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    wait_for(lambda: count(log_engine, "SELECT count(*) FROM inference_requests") > before,
+             message="the refused request in the log")  # fmt: skip
+    assert logged_request(log_engine, answer.headers["X-Request-ID"])[0] == 404
+
+
+def test_by_id_body_is_checked_like_params(proxy: Proxy) -> None:
+    for body, expected in [
+        (b"[1]", "must be a JSON object"),
+        (b'{"dataframe_records": []}', "may only hold params"),
+        (b'{"params": {"top_k": "3"}}', "params.top_k: must be an integer, not a string"),
+    ]:
+        answer = httpx.post(f"{proxy.url}/predict/by-id/1", content=body, headers=HEADERS, timeout=30)
+        assert answer.status_code == 400 and expected in answer.json()["message"], answer.text
