@@ -101,9 +101,16 @@ def mlflow_server(name: str, model_uri: str, workdir: Path, *, workers: int) -> 
 
 
 def proxy(
-    name: str, model: str, workdir: Path, *, database_url: str, log_requests: bool, workers: int
+    name: str,
+    model: str,
+    workdir: Path,
+    *,
+    database_url: str,
+    log_requests: bool,
+    workers: int,
+    env: dict[str, str] | None = None,
 ) -> Server:
-    """`python -m serving` following the model's `@production`, with its backend."""
+    """`python -m serving` following the model's `@production`, with its backend; `env` adds settings."""
     port = free_port()
     command = [
         sys.executable,
@@ -116,13 +123,14 @@ def proxy(
         "--port",
         str(port),
     ]
-    env = {
+    settings = {
         "DATABASE_URL": database_url,
         "SERVING_SPOOL_DIR": str(workdir / f"{name}-spool"),
         "SERVING_LOG_REQUESTS": str(log_requests).lower(),
         "SERVING_BACKEND_WORKERS": str(workers),
+        **(env or {}),
     }
-    return Server(name, f"http://127.0.0.1:{port}", "/ready", command, workdir / f"{name}.log", env)
+    return Server(name, f"http://127.0.0.1:{port}", "/ready", command, workdir / f"{name}.log", settings)
 
 
 def backend_url(server: Server) -> str:

@@ -9,16 +9,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
-from serving import database, store
+from serving import store
 from serving.auth import identify
 from serving.entities import restore_id
 from serving.errors import BadRequest, NotFound, PayloadTooLarge, ServingError, Unavailable
@@ -29,7 +27,6 @@ from serving.validation import JSON_TYPE, check_params, check_rows, media_type, 
 from serving.waterfall import render_png
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 ENTITY_ID_MAX = 256  # The width of the entity table's id column.
 
 
@@ -101,15 +98,8 @@ def _request_id(request: Request) -> str:
         raise BadRequest("X-Request-ID: must be a UUID") from exc
 
 
-async def _from_db(call: Callable[..., T], engine: Engine, **kwargs: Any) -> T:
-    try:
-        return await asyncio.to_thread(call, engine, **kwargs)
-    except SQLAlchemyError as exc:
-        raise Unavailable(f"the log store is unreachable: {database.first_line(exc)}") from exc
-
-
 async def _logged_request(runtime: Runtime, request_id: uuid.UUID) -> dict[str, Any]:
-    found = await _from_db(store.get_request, runtime.engine, request_id=request_id)
+    found = await runtime.on_database(store.get_request, request_id=request_id)
     if found is None:
         raise NotFound(f"request {request_id} is not in the log (yet: rows are written within seconds)")
     return found
@@ -176,12 +166,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         reasons = []
         if problem := await runtime.ping_backend():
             reasons.append(problem)
-        try:
-            await asyncio.wait_for(asyncio.to_thread(database.ping, runtime.engine), timeout=5)
-        except Unavailable as exc:
-            reasons.append(exc.message)
-        except TimeoutError:
-            reasons.append("log store: no answer within 5 s")
+        if problem := await runtime.ping_database():
+            reasons.append(problem)
         version = runtime.backend.info.version if runtime.backend else None
         body = {"status": "not ready" if reasons else "ready", "model_version": version, "reasons": reasons}
         return JSONResponse(body, 503 if reasons else 200)
@@ -228,8 +214,8 @@ def create_app(runtime: Runtime) -> FastAPI:
             if "\x00" in entity_id or len(entity_id) > ENTITY_ID_MAX:  # Cannot be stored, so not there.
                 raise unknown
             hmac_key, backend = runtime.settings.hmac_key, runtime.backend
-            features = await _from_db(
-                store.get_entity, runtime.engine, model_name=runtime.settings.model,
+            features = await runtime.on_database(
+                store.get_entity, model_name=runtime.settings.model,
                 entity_id=pseudonym(entity_id, hmac_key) if hmac_key else entity_id,
             )  # fmt: skip
             if features is None:  # The id is not echoed: the log keeps the message, ids may be pseudonyms.
@@ -250,8 +236,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         model_version: Annotated[int | None, Query(ge=1)] = None,
     ) -> dict[str, Any]:
         """The latest logged predictions of this model, newest first."""
-        rows = await _from_db(
-            store.latest_predictions, runtime.engine, limit=limit,
+        rows = await runtime.on_database(
+            store.latest_predictions, limit=limit,
             model_name=runtime.settings.model, model_version=model_version,
         )  # fmt: skip
         return {"predictions": rows}

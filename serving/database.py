@@ -27,11 +27,15 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         return create_engine(parsed, connect_args={"timeout": 5})
     options: dict[str, Any] = {}
+    # connect_timeout keeps a vanished server from holding the writer for minutes.
+    connect: dict[str, Any] = {"connect_timeout": 3}
     if parsed.get_driver_name() == "psycopg2":
         # Batches the writer's many-row INSERTs into few round trips: half the time of plain executemany.
         options["executemany_mode"] = "values_plus_batch"
-    # connect_timeout keeps a vanished server from holding the writer for minutes.
-    return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 3}, **options)
+        # A server gone silent mid-query (a network partition) is given up on after about 30 s.
+        connect |= {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                    "keepalives_count": 3, "tcp_user_timeout": 30_000}  # fmt: skip
+    return create_engine(parsed, pool_pre_ping=True, connect_args=connect, **options)
 
 
 def safe_url(engine: Engine) -> str:

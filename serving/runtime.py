@@ -6,15 +6,20 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import aiohttp
 from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from serving import backend as backends
+from serving import database
 from serving.auth import ApiKey
 from serving.backend import Backend
 from serving.errors import BackendTimeout, ServingError, Unavailable
@@ -24,6 +29,8 @@ from serving.spool import Spool, SpoolFull
 from serving.writer import LogWriter
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+READY_DATABASE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,11 @@ class Runtime:
         self._session: aiohttp.ClientSession | None = None
         self._follower: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        # Reads of the log store get their own threads: a hanging database must not starve the
+        # registry follower, which shares asyncio's default executor.
+        self._database = ThreadPoolExecutor(max_workers=4, thread_name_prefix="log-store")
+        self._ping: asyncio.Future[None] | None = None
 
     @property
     def _http(self) -> aiohttp.ClientSession:
@@ -101,7 +113,10 @@ class Runtime:
 
     async def _follow(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.poll_seconds)
+            # A failed forward wakes the follower at once, so a dead backend is restarted at once.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
+            self._wake.clear()
             try:
                 await self.check()
             except ServingError as exc:
@@ -170,6 +185,7 @@ class Runtime:
                 f"the model did not answer within {self.settings.backend_timeout_seconds:g} s"
             ) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
+            self._wake.set()
             raise Unavailable("the model server is not answering; retry shortly") from exc
         finally:
             backend.inflight -= 1
@@ -188,6 +204,35 @@ class Runtime:
         except (aiohttp.ClientError, TimeoutError):
             return f"model server for version {backend.info.version} does not answer /ping"
         return None if status == 200 else f"model server answered /ping with {status}"
+
+    async def on_database(self, call: Callable[..., T], **kwargs: Any) -> T:
+        """Run a log-store read in its own threads; 503 when it fails or takes too long."""
+        future = asyncio.get_running_loop().run_in_executor(
+            self._database, partial(call, self.engine, **kwargs)
+        )
+        try:
+            return await asyncio.wait_for(future, self.settings.database_timeout_seconds)
+        except TimeoutError as exc:
+            raise Unavailable(
+                f"the log store did not answer within {self.settings.database_timeout_seconds:g} s"
+            ) from exc
+        except SQLAlchemyError as exc:
+            raise Unavailable(f"the log store is unreachable: {database.first_line(exc)}") from exc
+
+    async def ping_database(self) -> str | None:
+        """None if the log store answers, else why not; never more than one check waits on it."""
+        if self._ping is None or self._ping.done():
+            self._ping = asyncio.get_running_loop().run_in_executor(
+                self._database, database.ping, self.engine
+            )
+            self._ping.add_done_callback(lambda done: done.cancelled() or done.exception())
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ping), READY_DATABASE_SECONDS)
+        except TimeoutError:
+            return f"log store: no answer within {READY_DATABASE_SECONDS:g} s"
+        except Unavailable as exc:
+            return exc.message
+        return None
 
     def log(
         self,
@@ -254,3 +299,4 @@ class Runtime:
             await self._session.close()
         await asyncio.to_thread(self.writer.close)
         self.spool.close()
+        self._database.shutdown(wait=False, cancel_futures=True)

@@ -52,6 +52,9 @@ class ServingSettings(BaseSettings):
     log_requests: bool = Field(
         default=True, description="false: answer without logging anything (load tests, benchmarks)"
     )
+    database_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="reads of the log (predictions, by-id) wait this long, then 503"
+    )
     database_wait_seconds: float = Field(default=30.0, ge=0, description="wait for the database at start")
 
     @field_validator("api_keys", mode="before")

@@ -147,21 +147,6 @@ def test_promotion_and_rollback_in_traffic_switch_versions_without_failures(
     wait_for(lambda: not any(pid_alive(pid) for pid in old), message="replaced backends to stop")
 
 
-def test_a_dead_backend_is_restarted(proxy: Proxy) -> None:
-    current = proxy.backend_pids()[-1]
-    os.killpg(current, signal.SIGKILL)
-    wait_for(
-        lambda: httpx.get(f"{proxy.url}/ready", timeout=10).status_code == 503, message="/ready to say 503"
-    )
-    down = httpx.post(f"{proxy.url}/invocations", json=BODY, headers=HEADERS, timeout=30)
-    if down.status_code != 200:  # The restart may already be done; if not, the client is told to retry.
-        assert down.status_code == 503
-        assert down.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
-    proxy.wait_ready(120)
-    assert proxy.backend_pids()[-1] != current
-    assert httpx.post(f"{proxy.url}/invocations", json=BODY, headers=HEADERS, timeout=30).status_code == 200
-
-
 def test_sigterm_finishes_requests_writes_queued_rows_and_leaves_no_child(
     served: str, log_db: str, log_engine: Engine, start_proxy: Callable[..., Proxy]
 ) -> None:
@@ -190,43 +175,6 @@ def test_sigterm_finishes_requests_writes_queued_rows_and_leaves_no_child(
     )
     assert not list(quiet.spool.glob("*.jsonl"))
     assert not any(pid_alive(pid) for pid in quiet.backend_pids())
-
-
-def test_a_sigkilled_proxy_loses_nothing_it_answered(
-    served: str, log_db: str, log_engine: Engine, start_proxy: Callable[..., Proxy]
-) -> None:
-    killed = start_proxy(served, log_db, SERVING_FLUSH_SECONDS="3600")
-    ids = post(killed, 6)
-    assert killed.stop(signal.SIGKILL) == -signal.SIGKILL
-    wait_for(
-        lambda: not any(pid_alive(pid) for pid in killed.backend_pids()),
-        message="the orphaned backend to exit",
-    )
-    assert stored(log_engine, ids) == (0, 0)
-    assert list(killed.spool.glob("*.jsonl"))
-    again = start_proxy(served, log_db, SERVING_SPOOL_DIR=str(killed.spool))
-    wait_for(lambda: stored(log_engine, ids) == (6, 12), message="the spool's replay")
-    assert again.stop() == 0
-    assert stored(log_engine, ids) == (6, 12)
-
-
-def test_a_full_spool_refuses_predictions_it_could_not_log(
-    served: str, log_db: str, log_engine: Engine, start_proxy: Callable[..., Proxy]
-) -> None:
-    full = start_proxy(served, log_db, SERVING_FLUSH_SECONDS="3600", SERVING_SPOOL_MAX_BYTES="40000")
-    accepted, refused = [], None
-    with httpx.Client(base_url=full.url, headers=HEADERS, timeout=60) as http:
-        for _ in range(100):
-            answer = http.post("/invocations", json=BODY)
-            if answer.status_code != 200:
-                refused = answer
-                break
-            accepted.append(answer.headers["X-Request-ID"])
-    assert refused is not None and accepted
-    assert refused.status_code == 503
-    assert "spool is full" in refused.json()["message"]
-    assert full.stop(signal.SIGINT) == 0  # Ctrl-C: the same clean stop as SIGTERM.
-    assert stored(log_engine, accepted) == (len(accepted), 2 * len(accepted))
 
 
 def test_bad_settings_stop_the_command_with_one_line(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import re
+import subprocess
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -171,24 +172,42 @@ def test_unknown_route_gets_a_json_404(http: httpx.Client) -> None:
     assert answer.json()["error_code"] == "ENDPOINT_NOT_FOUND"
 
 
-@pytest.mark.parametrize(
-    ("method", "path"),
-    [("GET", "/model"), ("POST", "/invocations"), ("GET", "/predictions"), ("POST", "/predict/by-id/1")],
-)
-def test_api_key_required_same_answer_for_missing_and_wrong(proxy: Proxy, method: str, path: str) -> None:
-    missing = httpx.request(method, f"{proxy.url}{path}", json=split_body(rows(1)))
-    wrong = httpx.request(
-        method, f"{proxy.url}{path}", json=split_body(rows(1)), headers={"X-API-Key": API_KEY[:-1] + "X"}
-    )
-    assert missing.status_code == wrong.status_code == 401
-    assert (
-        missing.json()
-        == wrong.json()
-        == {
+UNKNOWN = uuid.UUID(int=1)
+PROTECTED = [
+    ("GET", "/model"),
+    ("POST", "/invocations"),
+    ("GET", "/predictions"),
+    ("GET", f"/predictions/{UNKNOWN}"),
+    ("GET", f"/predictions/{UNKNOWN}/waterfall.png"),
+    ("POST", "/predict/by-id/1"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), PROTECTED)
+def test_every_protected_endpoint_wants_a_key_and_takes_either_rotated_one(
+    proxy: Proxy, method: str, path: str
+) -> None:
+    def call(key: str | None) -> httpx.Response:
+        headers = {"X-API-Key": key} if key is not None else {}
+        return httpx.request(
+            method, f"{proxy.url}{path}", json=split_body(rows(1)), headers=headers, timeout=30
+        )
+
+    refused = [call(None), call(""), call(API_KEY[:-1] + "X"), call(API_KEY + "X"), call(API_KEY.upper())]
+    for answer in refused:
+        assert answer.status_code == 401
+        assert answer.json() == {
             "error_code": "UNAUTHENTICATED",
             "message": "a valid X-API-Key header is required",
         }
-    )
+    assert all(API_KEY[:8] not in answer.text for answer in refused)
+    for key in (API_KEY, ROTATED_KEY):
+        assert call(key).status_code in {200, 400, 404}  # by-id takes no rows in its body: 400.
+
+
+def test_health_ready_and_the_schema_are_open(proxy: Proxy) -> None:
+    for path in ("/health", "/ready", "/openapi.json"):
+        assert httpx.get(f"{proxy.url}{path}", timeout=30).status_code == 200
 
 
 def test_rotated_key_works_and_keys_are_never_stored(
@@ -295,3 +314,32 @@ def test_a_row_the_database_refuses_is_set_aside_and_holds_nothing_back(
         log_engine, "SELECT count(*) FROM inference_requests WHERE request_id = :rid",
         rid=poison.headers["X-Request-ID"],
     ) == 0  # fmt: skip
+
+
+def test_with_pseudonyms_on_a_database_dump_holds_no_raw_id(
+    http: httpx.Client, served: str, log_db: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    raw_ids = [7391846205, 8642097531, 5550001234]  # Too long to occur in the dump by chance.
+    frame = rows(3).assign(employee_id=raw_ids)
+    (tmp_path / "entities.csv").write_text(frame.iloc[[2]].to_csv(index=False))
+    monkeypatch.setenv("DATABASE_URL", log_db)
+    monkeypatch.setenv("ENTITY_ID_HMAC_KEY", HMAC_KEY)
+    assert load_entities(["--model", served, "--input", str(tmp_path / "entities.csv")]) == 0
+    answers = [
+        http.post("/invocations", json=split_body(frame.iloc[:2])),
+        http.post(f"/predict/by-id/{raw_ids[2]}", json={"params": {"top_k": 1}}),
+        http.post("/predict/by-id/4440001234"),  # Unknown: a 404 that must not log the id either.
+        http.post("/invocations", json=split_body(frame.iloc[:1].assign(Age="x"))),  # A 400.
+    ]
+    assert [answer.status_code for answer in answers] == [200, 200, 404, 400]
+    assert answers[1].json()["predictions"][0]["employee_id"] == raw_ids[2]  # The caller gets its id back.
+    pseudonyms = [hmac.new(HMAC_KEY.encode(), str(i).encode(), hashlib.sha256).hexdigest() for i in raw_ids]
+
+    def dump() -> str:
+        return subprocess.run(
+            ["pg_dump", "--data-only", log_db], capture_output=True, text=True, check=True
+        ).stdout
+
+    wait_for(lambda: all(p in dump() for p in pseudonyms), message="the pseudonymised rows in the database")
+    text_dump = dump()
+    assert not [raw for raw in [*map(str, raw_ids), "4440001234"] if raw in text_dump]
