@@ -20,6 +20,7 @@ from serving import store
 from serving.auth import identify
 from serving.entities import restore_id
 from serving.errors import BadRequest, NotFound, PayloadTooLarge, ServingError, Unavailable
+from serving.openapi import BY_ID_BODY, INVOCATIONS_BODY, PREDICTIONS, errors
 from serving.records import pseudonym
 from serving.runtime import Runtime
 from serving.upstream import translate
@@ -160,7 +161,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         """The proxy process is alive."""
         return {"status": "ok"}
 
-    @app.get("/ready")
+    @app.get("/ready", responses=errors(503))
     async def ready() -> Response:
         """The backend answers `/ping` and the log store is reachable."""
         reasons = []
@@ -172,7 +173,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         body = {"status": "not ready" if reasons else "ready", "model_version": version, "reasons": reasons}
         return JSONResponse(body, 503 if reasons else 200)
 
-    @app.get("/model")
+    @app.get("/model", responses=errors(401, 503))
     async def model(_: Key) -> dict[str, Any]:
         """The served version: registry facts, threshold, holdout metrics, schema and params."""
         backend = runtime.backend
@@ -180,7 +181,11 @@ def create_app(runtime: Runtime) -> FastAPI:
             raise Unavailable(f"the model server is not running: {runtime.not_ready}")
         return backend.info.as_json()
 
-    @app.post("/invocations")
+    @app.post(
+        "/invocations",
+        openapi_extra={"requestBody": INVOCATIONS_BODY},
+        responses={**PREDICTIONS, **errors(400, 401, 413, 415, 500, 503, 504)},
+    )
     async def invocations(request: Request) -> Response:
         """MLflow's scoring protocol, unchanged; adds X-Request-ID and X-Model-Version."""
 
@@ -196,7 +201,11 @@ def create_app(runtime: Runtime) -> FastAPI:
 
         return await _scored(request, "/invocations", body)
 
-    @app.post("/predict/by-id/{entity_id}")
+    @app.post(
+        "/predict/by-id/{entity_id}",
+        openapi_extra={"requestBody": BY_ID_BODY},
+        responses={**PREDICTIONS, **errors(400, 401, 404, 413, 500, 503, 504)},
+    )
     async def predict_by_id(request: Request, entity_id: str) -> Response:
         """Score an entity from the entity table; an optional JSON body may carry `params`."""
 
@@ -229,7 +238,7 @@ def create_app(runtime: Runtime) -> FastAPI:
 
         return await _scored(request, "/predict/by-id/{entity_id}", body)
 
-    @app.get("/predictions")
+    @app.get("/predictions", responses=errors(400, 401, 503))
     async def predictions(
         _: Key,
         limit: Annotated[int, Query(ge=1, le=1000)] = 20,
@@ -242,12 +251,16 @@ def create_app(runtime: Runtime) -> FastAPI:
         )  # fmt: skip
         return {"predictions": rows}
 
-    @app.get("/predictions/{request_id}")
+    @app.get("/predictions/{request_id}", responses=errors(400, 401, 404, 503))
     async def prediction(_: Key, request_id: uuid.UUID) -> dict[str, Any]:
         """One logged request with its predictions."""
         return await _logged_request(runtime, request_id)
 
-    @app.get("/predictions/{request_id}/waterfall.png")
+    @app.get(
+        "/predictions/{request_id}/waterfall.png",
+        responses={200: {"content": {"image/png": {}}}, **errors(400, 401, 404, 503)},
+        response_class=Response,
+    )
     async def waterfall(_: Key, request_id: uuid.UUID, row: Annotated[int, Query(ge=0)] = 0) -> Response:
         """A SHAP waterfall plot of one logged row, from its stored contributions."""
         found = await _logged_request(runtime, request_id)

@@ -62,7 +62,8 @@ def importance(contributions: np.ndarray, names: list[str]) -> Figure:
 
 def shap_summary(values: np.ndarray, encoded: pd.DataFrame) -> Figure:
     """SHAP beeswarm of the encoded features."""
-    shap.summary_plot(values, encoded, show=False, max_display=20)
+    # Its own generator: the jitter must not depend on (or warn about) NumPy's global state.
+    shap.summary_plot(values, encoded, show=False, max_display=20, rng=np.random.default_rng(0))
     figure = plt.gcf()
     figure.suptitle("SHAP summary (holdout)")
     plt.close(figure)
