@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     home = Path.cwd()
+    if args.model and not os.environ.get("MLFLOW_TRACKING_URI"):
+        # Serving's default store, pinned to this directory: the run works in a scratch one.
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / 'mlflow.db'}"
     try:
         with tempfile.TemporaryDirectory(prefix="chaos-") as tmp, fresh_database(args.database_url) as url:
             os.chdir(tmp)
