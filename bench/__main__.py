@@ -8,7 +8,6 @@ import os
 import platform
 import shlex
 import sys
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bench import measure, report
 from bench.build import OURS, SEED_STYLE_PARAMS, build
-from bench.logcheck import count_logged, fresh_database
+from bench.logcheck import count_logged, quiet_logging, scratch
 from bench.servers import Server, ServerError, backend_url, mlflow_server, proxy
 from training.errors import TrainingError
 
@@ -179,21 +178,13 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str) -> dict[str,
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; one line and a non-zero status if it could not run."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("mlflow", "httpx", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    quiet_logging()
     settings = {
         k: getattr(args, k) for k in ("rounds", "batches", "batch_rows", "load_seconds", "clients", "workers")
     }
-    home = Path.cwd()
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-") as tmp, fresh_database(args.database_url) as url:
-            os.chdir(tmp)  # The training job and the servers keep their files here.
-            try:
-                figures = run(args, Path(tmp), url)
-            finally:
-                os.chdir(home)
+        with scratch("bench", args.database_url) as (workdir, url):
+            figures = run(args, workdir, url)
     except SQLAlchemyError as exc:
         print(f"error: --database-url: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2

@@ -1,13 +1,17 @@
-"""The benchmark's own log store: a fresh PostgreSQL database, and a count of what reached it."""
+"""The scratch room of a bench or chaos run: a working directory, a fresh PostgreSQL database, a count."""
 
 from __future__ import annotations
 
+import logging
+import os
+import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
@@ -28,6 +32,29 @@ def fresh_database(admin_url: str, *, prefix: str = "bench") -> Iterator[str]:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@contextmanager
+def scratch(prefix: str, admin_url: str) -> Iterator[tuple[Path, str]]:
+    """A temporary directory, made current, and a fresh database's URL; both are gone afterwards."""
+    home = Path.cwd()
+    with (
+        tempfile.TemporaryDirectory(prefix=f"{prefix}-") as tmp,
+        fresh_database(admin_url, prefix=prefix) as url,
+    ):
+        os.chdir(tmp)  # The training job and the servers keep their files here.
+        try:
+            yield Path(tmp), url
+        finally:
+            os.chdir(home)
+
+
+def quiet_logging() -> None:
+    """Our progress lines with timestamps; MLflow's, httpx's and Alembic's only when they warn."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("mlflow", "httpx", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 @dataclass(frozen=True)

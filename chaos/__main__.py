@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import platform
 import sys
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from bench.logcheck import fresh_database
+from bench.logcheck import quiet_logging, scratch
 from bench.servers import ServerError
 from chaos import report
 from chaos.relay import Relay
@@ -94,21 +92,13 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str) -> list[dict
 def main(argv: list[str] | None = None) -> int:
     """Run the faults, print and write the results; 1 if a promise was broken, 2 if it could not run."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("mlflow", "httpx", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    home = Path.cwd()
+    quiet_logging()
     if args.model and not os.environ.get("MLFLOW_TRACKING_URI"):
         # Serving's default store, pinned to this directory: the run works in a scratch one.
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / 'mlflow.db'}"
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path.cwd() / 'mlflow.db'}"
     try:
-        with tempfile.TemporaryDirectory(prefix="chaos-") as tmp, fresh_database(args.database_url) as url:
-            os.chdir(tmp)
-            try:
-                outcomes = run(args, Path(tmp), url)
-            finally:
-                os.chdir(home)
+        with scratch("chaos", args.database_url) as (workdir, url):
+            outcomes = run(args, workdir, url)
     except SQLAlchemyError as exc:
         print(f"error: --database-url: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
