@@ -29,10 +29,12 @@ HANG_LIMIT_SECONDS = 1.0  # A request slower than this during a database fault w
 class Result:
     """One request a client sent."""
 
+    client: int
     sent_at: float
     seconds: float
     status: int  # 0: no HTTP answer (connection refused or reset)
     request_id: str
+    version: str  # X-Model-Version, "" when there was none
     message: str
 
 
@@ -57,25 +59,27 @@ class Outcome:
 
 
 class Traffic:
-    """Clients sending one request after another from threads, every answer kept."""
+    """Clients sending one request after another from threads, every answer kept in order."""
 
     def __init__(self, url: str, body: bytes, *, clients: int, headers: dict[str, str]) -> None:
         self.url, self.body, self.headers = url, body, {**headers, "Content-Type": "application/json"}
+        self.clients = clients
         self.results: list[Result] = []
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(clients)]
 
-    def _run(self) -> None:
+    def _run(self, client: int) -> None:
         with httpx.Client(base_url=self.url, headers=self.headers, timeout=120) as http:
             while not self._stop.is_set():
                 sent = time.monotonic()
                 try:
                     answer = http.post("/invocations", content=self.body)
                     message = "" if answer.status_code == 200 else answer.json().get("message", "")
-                    result = Result(sent, time.monotonic() - sent, answer.status_code,
-                                    answer.headers.get("X-Request-ID", ""), message)  # fmt: skip
+                    result = Result(client, sent, time.monotonic() - sent, answer.status_code,
+                                    answer.headers.get("X-Request-ID", ""),
+                                    answer.headers.get("X-Model-Version", ""), message)  # fmt: skip
                 except httpx.TransportError as exc:
-                    result = Result(sent, time.monotonic() - sent, 0, "", type(exc).__name__)
+                    result = Result(client, sent, time.monotonic() - sent, 0, "", "", type(exc).__name__)
                     time.sleep(0.05)
                 self.results.append(result)
 
@@ -92,6 +96,14 @@ class Traffic:
     def answered(self) -> list[str]:
         """Request ids answered 200."""
         return [result.request_id for result in self.results if result.status == 200]
+
+    def failures(self) -> list[Result]:
+        """Requests not answered 200."""
+        return [result for result in self.results if result.status != 200]
+
+    def versions_by_client(self) -> list[list[str]]:
+        """The model versions each client was answered by, in the order it sent its requests."""
+        return [[r.version for r in self.results if r.client == n] for n in range(self.clients)]
 
 
 @dataclass
@@ -126,7 +138,7 @@ def _settle(stage: Stage, outcome: Outcome, traffic: Traffic, since: float) -> N
     counted = count_logged(stage.database_url, answered, rows_per_request=1, wait_seconds=LOG_WITHIN_SECONDS)
     outcome.sent = len(traffic.results)
     outcome.answered = counted.answered
-    outcome.refused = dict(Counter(str(r.status) for r in traffic.results if r.status != 200))
+    outcome.refused = dict(Counter(str(r.status) for r in traffic.failures()))
     outcome.logged, outcome.lost, outcome.duplicated = counted.stored, counted.lost, counted.duplicated
     if counted.stored == counted.answered:
         outcome.seconds["all_logged_after_fault"] = round(time.monotonic() - since, 2)
@@ -159,7 +171,7 @@ def database_outage(stage: Stage, server: Server) -> Outcome:
         time.sleep(2)
     if ready != 503:
         outcome.broken.append(f"/ready answered {ready} during the outage, not 503")
-    if failed := [r for r in traffic.results if r.status != 200]:
+    if failed := traffic.failures():
         outcome.broken.append(f"{len(failed)} request(s) failed during the outage: {failed[0].message}")
     _settle(stage, outcome, traffic, restored)
     return outcome
@@ -190,7 +202,7 @@ def slow_database(stage: Stage, server: Server) -> Outcome:
         outcome.broken.append(f"/ready answered {ready} while the database hung, not 503")
     if max(during) > HANG_LIMIT_SECONDS:
         outcome.broken.append(f"a request took {max(during):.1f} s while the database hung")
-    if failed := [r for r in traffic.results if r.status != 200]:
+    if failed := traffic.failures():
         outcome.broken.append(f"{len(failed)} request(s) failed while the database hung: {failed[0].message}")
     _settle(stage, outcome, traffic, restored)
     return outcome

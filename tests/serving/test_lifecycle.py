@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
+from chaos.scenarios import Traffic
 from registry_scripts.__main__ import main as registry_main
 from serving.database import make_engine, migrate
 from tests.conftest import REPO, admin_sql, fresh_database, register_again, subprocess_env
@@ -27,45 +29,17 @@ from training.job import TrainingOutcome
 BODY = split_body(rows(2), top_k=3)
 
 
+def traffic(url: str) -> Traffic:
+    """Three clients posting BODY one request after another."""
+    return Traffic(url, json.dumps(BODY).encode(), clients=3, headers=HEADERS)
+
+
 @pytest.fixture(scope="module")
 def log_engine(log_db: str) -> Iterator[Engine]:
     """An engine that survives the database being cut off and coming back."""
     engine = create_engine(log_db, pool_pre_ping=True)
     yield engine
     engine.dispose()
-
-
-class Traffic:
-    """Clients posting one after another from threads until stopped; every answer is kept."""
-
-    def __init__(self, url: str, threads: int = 3) -> None:
-        self.url = url
-        self.answers: list[tuple[int, str, str]] = []
-        self._stop = threading.Event()
-        self.versions_by_client: list[list[str]] = [[] for _ in range(threads)]
-        self._threads = [threading.Thread(target=self._run, args=(n,)) for n in range(threads)]
-
-    def _run(self, client: int) -> None:
-        with httpx.Client(base_url=self.url, headers=HEADERS, timeout=60) as http:
-            while not self._stop.is_set():
-                answer = http.post("/invocations", json=BODY)
-                version = answer.headers.get("X-Model-Version", "")
-                self.answers.append((answer.status_code, answer.headers["X-Request-ID"], version))
-                self.versions_by_client[client].append(version)
-
-    def __enter__(self) -> Traffic:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
-
-    def failures(self) -> list[tuple[int, str, str]]:
-        """Answers that were not 200."""
-        return [answer for answer in self.answers if answer[0] != 200]
 
 
 def post(proxy: Proxy, n: int) -> list[str]:
@@ -101,7 +75,7 @@ def test_database_outage_in_traffic_loses_and_duplicates_nothing(
     admin_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
     admin_sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
     try:
-        with Traffic(proxy.url) as traffic:
+        with traffic(proxy.url) as sent:
             time.sleep(3)
             ready = httpx.get(f"{proxy.url}/ready", timeout=10)
             assert ready.status_code == 503
@@ -109,8 +83,8 @@ def test_database_outage_in_traffic_loses_and_duplicates_nothing(
         assert list(proxy.spool.glob("*.jsonl")), "rows should wait in the spool"
     finally:
         admin_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-    assert traffic.answers and not traffic.failures()
-    ids = [request_id for _, request_id, _ in traffic.answers]
+    assert sent.results and not sent.failures()
+    ids = sent.answered()
     wait_for(lambda: stored(log_engine, ids)[0] == len(ids), message="spooled rows to reach the database")
     assert stored(log_engine, ids) == (len(ids), 2 * len(ids))
     assert httpx.get(f"{proxy.url}/ready").status_code == 200
@@ -120,25 +94,25 @@ def test_promotion_and_rollback_in_traffic_switch_versions_without_failures(
     proxy: Proxy, served: str, client: MlflowClient, attrition: TrainingOutcome, log_engine: Engine
 ) -> None:
     version = register_again(client, attrition, served)
-    with Traffic(proxy.url) as traffic:
+    with traffic(proxy.url) as sent:
         assert registry_main(["promote", "--model", served, "--version", version, "--to", "production"]) == 0
         wait_for(
-            lambda: traffic.answers[-1][2] == version, seconds=120, message="the switch to the new version"
+            lambda: sent.results[-1].version == version, seconds=120, message="the switch to the new version"
         )
         time.sleep(1)
-    assert traffic.answers and not traffic.failures()
+    assert sent.results and not sent.failures()
     # Each client sends one request after another, so each sees version 1, then only the new one.
     # Across clients, a request sent just before the switch may finish just after one sent after it.
-    for versions in traffic.versions_by_client:
+    for versions in sent.versions_by_client():
         switch = versions.index(version)
         assert set(versions[:switch]) <= {"1"} and set(versions[switch:]) == {version}
-    assert any("1" in versions for versions in traffic.versions_by_client)
+    assert any("1" in versions for versions in sent.versions_by_client())
 
-    with Traffic(proxy.url) as back:
+    with traffic(proxy.url) as back:
         assert registry_main(["rollback", "--model", served, "--reason", "test"]) == 0
-        wait_for(lambda: back.answers[-1][2] == "1", seconds=120, message="the switch back to version 1")
-    assert back.answers and not back.failures()
-    last_id = back.answers[-1][1]
+        wait_for(lambda: back.results[-1].version == "1", seconds=120, message="the switch back to version 1")
+    assert back.results and not back.failures()
+    last_id = back.results[-1].request_id
     wait_for(lambda: stored(log_engine, [last_id])[0] == 1, message="the last request in the log")
     logged = count(log_engine, f"SELECT model_version FROM inference_requests WHERE request_id = '{last_id}'")
     assert logged == 1
