@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -124,6 +125,17 @@ def wait_for(condition: Callable[[], bool], seconds: float = 30, message: str = 
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {message}")
+
+
+def logged(engine: Engine, request_id: str) -> dict[str, Any]:
+    """The `inference_requests` row of a request, once the writer has stored it."""
+    query = "SELECT count(*) FROM inference_requests WHERE request_id = :rid"
+    wait_for(lambda: count(engine, query, rid=request_id) == 1, message=f"request {request_id} in the log")
+    with engine.connect() as connection:
+        row = connection.execute(
+            text("SELECT * FROM inference_requests WHERE request_id = :rid"), {"rid": request_id}
+        ).one()
+    return dict(row._mapping)
 
 
 def count(engine: Engine, sql: str, **params: object) -> int:

@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
-from tests.serving.conftest import HEADERS, Proxy, count, rows, split_body, wait_for
+from tests.serving.conftest import HEADERS, Proxy, count, logged, rows, split_body, wait_for
 
 ROW: dict[str, Any] = rows(1).to_dict(orient="records")[0]
 
@@ -88,19 +88,9 @@ def proxy(served: str, log_db: str, start_proxy: Callable[..., Proxy]) -> Proxy:
     return start_proxy(served, log_db)
 
 
-def logged_request(engine: Engine, request_id: str) -> tuple[int, str | None, int]:
-    """Status, error and number of prediction rows of a logged request."""
-    query = "SELECT count(*) FROM inference_requests WHERE request_id = :rid"
-    wait_for(lambda: count(engine, query, rid=request_id) == 1, message=f"request {request_id} in the log")
-    with engine.connect() as connection:
-        status, error = connection.execute(
-            text("SELECT status_code, error FROM inference_requests WHERE request_id = :rid"),
-            {"rid": request_id},
-        ).one()
-    predictions = count(
-        engine, "SELECT count(*) FROM inference_predictions WHERE request_id = :rid", rid=request_id
-    )
-    return status, error, predictions
+def predictions_of(engine: Engine, request_id: str) -> int:
+    """How many prediction rows a request has in the log."""
+    return count(engine, "SELECT count(*) FROM inference_predictions WHERE request_id = :rid", rid=request_id)
 
 
 @pytest.mark.parametrize("case", [case[1:] for case in CASES], ids=[case[0] for case in CASES])
@@ -114,9 +104,10 @@ def test_bad_input_gets_a_4xx_naming_the_field_and_writes_no_prediction(
     assert answer.json()["error_code"] in {"BAD_REQUEST", "UNSUPPORTED_MEDIA_TYPE", "INVALID_PARAMETER_VALUE"}
     assert expected in answer.json()["message"]
     assert "Traceback" not in answer.text and 'File "' not in answer.text
-    logged_status, error, predictions = logged_request(log_engine, answer.headers["X-Request-ID"])
-    assert (logged_status, predictions) == (status, 0)
-    assert error is not None and expected in error
+    request_id = answer.headers["X-Request-ID"]
+    request = logged(log_engine, request_id)
+    assert (request["status_code"], predictions_of(log_engine, request_id)) == (status, 0)
+    assert request["error"] is not None and expected in request["error"]
 
 
 def test_good_input_and_its_edges_are_scored(proxy: Proxy) -> None:
@@ -148,7 +139,7 @@ def test_by_id_with_odd_ids_is_a_clean_404_and_harms_nothing(
     assert answer.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
     wait_for(lambda: count(log_engine, "SELECT count(*) FROM inference_requests") > before,
              message="the refused request in the log")  # fmt: skip
-    assert logged_request(log_engine, answer.headers["X-Request-ID"])[0] == 404
+    assert logged(log_engine, answer.headers["X-Request-ID"])["status_code"] == 404
 
 
 def test_by_id_body_is_checked_like_params(proxy: Proxy) -> None:

@@ -23,6 +23,7 @@ from tests.serving.conftest import (
     ROTATED_KEY,
     Proxy,
     count,
+    logged,
     rows,
     split_body,
     wait_for,
@@ -49,17 +50,6 @@ def backend_url(proxy: Proxy) -> str:
     found = re.findall(r"ready at (http://127\.0\.0\.1:\d+)", proxy.log())
     assert found, proxy.log()
     return found[-1]
-
-
-def logged(engine: Engine, request_id: str) -> dict[str, Any]:
-    """The `inference_requests` row of a request, once the writer has stored it."""
-    query = "SELECT count(*) FROM inference_requests WHERE request_id = :rid"
-    wait_for(lambda: count(engine, query, rid=request_id) == 1, message=f"request {request_id} in the log")
-    with engine.connect() as connection:
-        row = connection.execute(
-            text("SELECT * FROM inference_requests WHERE request_id = :rid"), {"rid": request_id}
-        ).one()
-    return dict(row._mapping)
 
 
 def test_health_and_ready_need_no_key(proxy: Proxy) -> None:
