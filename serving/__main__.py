@@ -18,6 +18,7 @@ from serving.app import create_app
 from serving.auth import parse_keys
 from serving.database import make_engine, migrate, safe_url, wait_for
 from serving.errors import ServingError
+from serving.metrics import Metrics
 from serving.registry import configure_mlflow
 from serving.runtime import Runtime
 from serving.settings import ServingSettings
@@ -62,8 +63,13 @@ async def serve(settings: ServingSettings) -> int:
     await asyncio.to_thread(wait_for, engine, settings.database_wait_seconds)
     await asyncio.to_thread(migrate, engine)
     spool = Spool(settings.spool_dir, max_bytes=settings.spool_max_bytes)
-    writer = LogWriter(spool, engine, flush_seconds=settings.flush_seconds, hmac_key=settings.hmac_key)
-    runtime = Runtime(settings, engine=engine, spool=spool, writer=writer, keys=keys, client=MlflowClient())
+    metrics = Metrics(spool_bytes=lambda: spool.size, spool_records=lambda: spool.records)
+    writer = LogWriter(
+        spool, engine, flush_seconds=settings.flush_seconds, hmac_key=settings.hmac_key, metrics=metrics
+    )
+    runtime = Runtime(
+        settings, engine=engine, spool=spool, writer=writer, keys=keys, client=MlflowClient(), metrics=metrics
+    )
     server = _Server(
         uvicorn.Config(
             create_app(runtime), host=settings.host, port=settings.port, lifespan="off",

@@ -14,9 +14,10 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
-from serving import store
+from serving import feedback, store
 from serving.auth import identify
 from serving.entities import restore_id
 from serving.errors import BadRequest, NotFound, PayloadTooLarge, ServingError, Unavailable
@@ -137,6 +138,12 @@ async def _scored(request: Request, endpoint: str, make_body: BodyMaker) -> Resp
         )  # fmt: skip
     except ServingError as exc:  # The spool is full and the policy is to refuse.
         error = error or exc
+    served = backend or runtime.backend
+    runtime.metrics.answered(
+        endpoint=endpoint, status=error.status_code if error else 200,
+        version=served.info.version if served else None, seconds=time.perf_counter() - started,
+        upstream_seconds=None if upstream_ms is None else upstream_ms / 1000,
+    )  # fmt: skip
     if error is not None or answer is None or backend is None:
         return error_response(error or Unavailable("no answer"), {"X-Request-ID": request_id})
     headers = {"X-Request-ID": request_id, "X-Model-Version": str(backend.info.version)}
@@ -172,6 +179,11 @@ def create_app(runtime: Runtime) -> FastAPI:
         version = runtime.backend.info.version if runtime.backend else None
         body = {"status": "not ready" if reasons else "ready", "model_version": version, "reasons": reasons}
         return JSONResponse(body, 503 if reasons else 200)
+
+    @app.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+    async def metrics() -> Response:
+        """Prometheus metrics of this process (open, like /ready: counts and timings, no data)."""
+        return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/model", responses=errors(401, 503))
     async def model(_: Key) -> dict[str, Any]:
@@ -237,6 +249,27 @@ def create_app(runtime: Runtime) -> FastAPI:
             return json.dumps(document).encode(), JSON_TYPE
 
         return await _scored(request, "/predict/by-id/{entity_id}", body)
+
+    @app.post(
+        "/feedback",
+        status_code=201,
+        responses={200: {"description": "replaced"}, **errors(400, 401, 404, 503)},
+    )
+    async def record_feedback(_: Key, outcome: feedback.Feedback, response: Response) -> dict[str, Any]:
+        """Record the observed label of a logged prediction; a second label for a row replaces the first."""
+        labels = runtime.backend.info.labels if runtime.backend else None
+        if labels is None:
+            raise Unavailable("the served model version does not name its labels (model server not running?)")
+        [stored] = await runtime.on_database(
+            feedback.record, outcomes=[outcome], model_name=runtime.settings.model, labels=labels,
+            hmac_key=runtime.settings.hmac_key, source="api",
+        )  # fmt: skip
+        if stored["replaced"] is None:
+            stored["message"] = "recorded"
+        else:
+            response.status_code = 200
+            stored["message"] = f"replaced the earlier label {stored['replaced']!r}"
+        return stored
 
     @app.get("/predictions", responses=errors(400, 401, 503))
     async def predictions(

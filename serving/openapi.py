@@ -64,7 +64,9 @@ BY_ID_BODY: dict[str, Any] = {
 }
 PREDICTIONS: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "one prediction per row: score, label, threshold, base value, contributions",
+        "description": (
+            "one prediction per row: score, label, threshold, base value, unseen categories, contributions"
+        ),
         "content": {
             JSON_TYPE: {
                 "schema": {

@@ -111,6 +111,7 @@ def to_rows(record: dict[str, Any], *, hmac_key: bytes | None) -> tuple[Row, lis
                 "threshold": float(output["threshold"]),
                 "base_value": output.get("base_value"),
                 "contributions": output.get("contributions"),
+                "unseen_categories": output.get("unseen_categories"),
             }
         )
     request = {

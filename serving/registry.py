@@ -38,6 +38,7 @@ class ModelInfo:
     metrics: dict[str, float]
     inputs: list[dict[str, Any]]
     params: list[dict[str, Any]]
+    labels: tuple[str, str] | None = None  # (negative, positive) as the dataset words them.
 
     @cached_property
     def columns(self) -> list[str]:
@@ -64,6 +65,9 @@ class ModelInfo:
             "id_column": self.id_column,
             "input_schema": self.inputs,
             "params": self.params,
+            "labels": None
+            if self.labels is None
+            else {"negative": self.labels[0], "positive": self.labels[1]},
         }
 
 
@@ -89,9 +93,10 @@ def describe(client: MlflowClient, name: str, version: int, target: str) -> Mode
     try:
         model_version = client.get_model_version(name, str(version))
         run_metrics = client.get_run(model_version.run_id).data.metrics if model_version.run_id else {}
-        signature = mlflow.models.get_model_info(f"models:/{name}/{version}").signature
+        logged = mlflow.models.get_model_info(f"models:/{name}/{version}")
     except MlflowException as exc:
         raise ConfigurationError(f"model {name!r} version {version}: {exc.message}") from exc
+    signature, meta = logged.signature, logged.metadata or {}
     inputs = signature.inputs.to_dict() if signature and signature.inputs else []
     params = signature.params.to_dict() if signature and signature.params else []
     metrics = {
@@ -110,4 +115,7 @@ def describe(client: MlflowClient, name: str, version: int, target: str) -> Mode
         metrics=metrics,
         inputs=inputs,
         params=params,
+        labels=(str(meta["negative_label"]), str(meta["positive_label"]))
+        if "negative_label" in meta and "positive_label" in meta
+        else None,
     )

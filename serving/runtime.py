@@ -23,6 +23,7 @@ from serving import database
 from serving.auth import ApiKey
 from serving.backend import Backend
 from serving.errors import BackendTimeout, ServingError, Unavailable
+from serving.metrics import Metrics
 from serving.registry import describe, resolve
 from serving.settings import ServingSettings
 from serving.spool import Spool, SpoolFull
@@ -53,8 +54,10 @@ class Runtime:
         writer: LogWriter,
         keys: list[ApiKey],
         client: MlflowClient,
+        metrics: Metrics,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.engine = engine
         self.spool = spool
         self.writer = writer
@@ -131,6 +134,7 @@ class Runtime:
             self.backend = None
             self.not_ready = f"backend for version {current.info.version} exited; restarting it"
             logger.warning("follower: %s", self.not_ready)
+            self.metrics.restarts.inc()
             await backends.stop(current)
         wanted: int | None
         try:
@@ -154,6 +158,7 @@ class Runtime:
         new = await self._launch(version)
         self._version = version
         self.backend = new
+        self.metrics.switches.inc()
         if old is not None:
             logger.info("follower: switched from version %s to %s", old.info.version, version)
             task = asyncio.create_task(self._retire(old))
@@ -281,6 +286,7 @@ class Runtime:
             if self.settings.spool_full == "reject":
                 raise
             self.dropped_records += 1
+            self.metrics.log_dropped.inc()
             if self.dropped_records == 1 or self.dropped_records % 1000 == 0:
                 logger.warning("log: spool full, %d record(s) dropped so far", self.dropped_records)
 

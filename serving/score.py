@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         (
             c
             for c in result.columns
-            if c not in {"score", "prediction", "threshold", "base_value", "contributions"}
+            if c
+            not in {"score", "prediction", "threshold", "base_value", "unseen_categories", "contributions"}
         ),
         None,
     )

@@ -21,6 +21,11 @@ from serving.errors import ConfigurationError, Unavailable
 logger = logging.getLogger(__name__)
 
 
+def _lines(path: Path) -> int:
+    with path.open("rb") as handle:
+        return sum(1 for _ in handle)
+
+
 class SpoolFull(Unavailable):
     """The spool reached its size bound."""
 
@@ -47,6 +52,7 @@ class Spool:
         closed = self._segments()
         self._next = int(closed[-1].stem) + 1 if closed else 1
         self._size = sum(path.stat().st_size for path in closed)
+        self._records = {path.name: _lines(path) for path in closed}  # Records per segment not yet written.
         self._current: IO[str] | None = None
         if closed:
             logger.info("spool: %d segment(s) from an earlier run will be replayed", len(closed))
@@ -58,6 +64,11 @@ class Spool:
     def size(self) -> int:
         """Bytes held, written or not."""
         return self._size
+
+    @property
+    def records(self) -> int:
+        """Records held, not yet written to the log store."""
+        return sum(self._records.values())
 
     def full(self) -> bool:
         """Whether the size bound is reached."""
@@ -73,10 +84,12 @@ class Spool:
                 path = self.directory / f"{self._next:016d}.jsonl"
                 self._next += 1
                 self._current = path.open("a", encoding="utf-8")
+                self._records[path.name] = 0
             # flush() hands the line to the kernel: it survives the process being killed.
             self._current.write(line)
             self._current.flush()
             self._size += len(line)
+            self._records[Path(self._current.name).name] += 1
 
     def seal(self) -> list[Path]:
         """Close the open segment and return every closed segment, oldest first."""
@@ -92,6 +105,7 @@ class Spool:
             size = segment.stat().st_size
             segment.unlink()
             self._size -= size
+            self._records.pop(segment.name, None)
 
     @staticmethod
     def read(segment: Path) -> Iterator[dict[str, Any]]:

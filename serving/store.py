@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from serving.tables import entities, inference_predictions, inference_requests
+from serving.tables import entities, inference_outcomes, inference_predictions, inference_requests
 
 Row = dict[str, Any]
 
@@ -45,6 +45,7 @@ def _prediction_columns() -> list[Any]:
         inference_predictions.c.threshold,
         inference_predictions.c.base_value,
         inference_predictions.c.contributions,
+        inference_predictions.c.unseen_categories,
         inference_predictions.c.input,
     ]
 
@@ -111,3 +112,60 @@ def upsert_entities(engine: Engine, *, model_name: str, features: Mapping[str, M
     with engine.begin() as connection:
         connection.execute(statement, rows)
     return len(rows)
+
+
+def find_prediction(
+    engine: Engine,
+    *,
+    model_name: str,
+    request_id: uuid.UUID | None = None,
+    row_index: int = 0,
+    entity_id: str | None = None,
+) -> Row | None:
+    """A logged prediction by request and row, or the latest one of an entity; None if not logged."""
+    query = (
+        select(
+            inference_predictions.c.request_id,
+            inference_predictions.c.row_index,
+            inference_requests.c.model_version,
+            inference_predictions.c.prediction,
+        )
+        .join(inference_requests, inference_requests.c.request_id == inference_predictions.c.request_id)
+        .where(inference_requests.c.model_name == model_name)
+    )
+    if request_id is not None:
+        query = query.where(
+            inference_predictions.c.request_id == request_id, inference_predictions.c.row_index == row_index
+        )
+    else:
+        query = (
+            query.where(inference_predictions.c.entity_id == entity_id)
+            .order_by(inference_requests.c.received_at.desc(), inference_predictions.c.row_index.desc())
+            .limit(1)
+        )
+    with engine.connect() as connection:
+        found = connection.execute(query).first()
+    return None if found is None else dict(found._mapping)
+
+
+def record_outcomes(engine: Engine, *, outcomes: Sequence[Row]) -> list[str | None]:
+    """Append observed labels in one transaction; for each, the label it replaces, or None."""
+    replaced = []
+    with engine.begin() as connection:
+        for outcome in outcomes:
+            replaced.append(
+                connection.execute(
+                    select(inference_outcomes.c.label)
+                    .where(
+                        inference_outcomes.c.request_id == outcome["request_id"],
+                        inference_outcomes.c.row_index == outcome["row_index"],
+                    )
+                    .order_by(inference_outcomes.c.recorded_at.desc())
+                    .limit(1)
+                ).scalar_one_or_none()
+            )
+            connection.execute(
+                inference_outcomes.insert(),
+                {"outcome_id": uuid.uuid4(), "recorded_at": datetime.now(UTC), **outcome},
+            )
+    return replaced

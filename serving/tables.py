@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -57,6 +59,7 @@ inference_predictions = Table(
     Column("threshold", Float, nullable=False),
     Column("base_value", Float),
     Column("contributions", Json),
+    Column("unseen_categories", Json),  # Categorical features whose value training never saw.
     Index("ix_inference_predictions_entity_id", "entity_id"),
 )
 
@@ -67,4 +70,24 @@ entities = Table(
     Column("entity_id", String(256), primary_key=True),
     Column("features", Json, nullable=False),
     Column("loaded_at", DateTime(timezone=True), nullable=False),
+)
+
+# Append-only: a second label for a row is a new row, the latest counts, the history stays.
+inference_outcomes = Table(
+    "inference_outcomes",
+    metadata,
+    Column("outcome_id", Uuid, primary_key=True),
+    Column("request_id", Uuid, nullable=False),
+    Column("row_index", Integer, nullable=False),
+    Column("label", String(256), nullable=False),
+    Column("positive", Boolean, nullable=False),
+    Column("observed_at", DateTime(timezone=True)),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("source", String(32), nullable=False),
+    ForeignKeyConstraint(
+        ["request_id", "row_index"],
+        ["inference_predictions.request_id", "inference_predictions.row_index"],
+        ondelete="CASCADE",
+    ),
+    Index("ix_inference_outcomes_prediction", "request_id", "row_index", "recorded_at"),
 )

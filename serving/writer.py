@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from serving.database import first_line
+from serving.metrics import Metrics
 from serving.records import to_rows
 from serving.spool import Spool
 from serving.store import write_log
@@ -25,8 +26,11 @@ Exchange = tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]
 class LogWriter:
     """A thread that writes every sealed spool segment to the database, then deletes it."""
 
-    def __init__(self, spool: Spool, engine: Engine, *, flush_seconds: float, hmac_key: bytes | None) -> None:
+    def __init__(
+        self, spool: Spool, engine: Engine, *, flush_seconds: float, hmac_key: bytes | None, metrics: Metrics
+    ) -> None:
         self._spool = spool
+        self._metrics = metrics
         self._engine = engine
         self._interval = flush_seconds
         self._hmac_key = hmac_key
@@ -52,6 +56,7 @@ class LogWriter:
                 try:
                     self._write([rows for rows in exchanges if rows is not None])
                 except SQLAlchemyError as exc:
+                    self._metrics.log_failures.inc()
                     # Unreachable, or refusing every write (a missing grant): the rows wait in the spool.
                     if self.database_up:
                         logger.warning(
@@ -78,15 +83,18 @@ class LogWriter:
         predictions = [row for _, _, rows in exchanges for row in rows]
         try:
             write_log(self._engine, requests=requests, predictions=predictions)
+            self._metrics.written(requests=requests, predictions=predictions)
         except CONTENT_ERRORS:
             # One bad row must not hold the others back: write one by one, set aside what is refused.
             for record, request, rows in exchanges:
                 try:
                     write_log(self._engine, requests=[request], predictions=rows)
+                    self._metrics.written(requests=[request], predictions=rows)
                 except CONTENT_ERRORS as exc:
                     self._reject(record, first_line(exc))
 
     def _reject(self, record: dict[str, Any], reason: str) -> None:
+        self._metrics.log_rejected.inc()
         request_id = record.get("request", {}).get("request_id")
         logger.error(
             "log: request %s refused by the log store (%s); kept in %s", request_id, reason, REJECTED

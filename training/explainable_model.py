@@ -23,7 +23,7 @@ from mlflow.pyfunc.model import PythonModel, PythonModelContext
 from sklearn.compose import ColumnTransformer
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 
-OUTPUT_COLUMNS = ("score", "prediction", "threshold", "base_value", "contributions")
+OUTPUT_COLUMNS = ("score", "prediction", "threshold", "base_value", "unseen_categories", "contributions")
 # XGBoost predicts in blocks of 64 rows per thread: below that, more threads only wait and spin.
 SINGLE_THREAD_ROWS = 64
 
@@ -72,8 +72,8 @@ class _OneHot:
                 self.starts.append(self.width)
                 self.width += len(categories)
 
-    def __call__(self, frame: pd.DataFrame) -> np.ndarray:
-        """The float32 matrix the booster reads, equal to the pipeline's transform of the same rows."""
+    def __call__(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[list[str]]]:
+        """The booster's float32 matrix (the pipeline's transform) and each row's unseen categoricals."""
         # One conversion of the whole frame costs less than any per-column pandas access.
         layout = tuple(frame.columns)
         where = self._positions.get(layout)
@@ -83,14 +83,17 @@ class _OneHot:
                 self._positions[layout] = where
         cells = frame.to_numpy(dtype=object, na_value=None)
         encoded = np.zeros((len(frame), self.width), dtype=np.float32)
+        unseen: list[list[str]] = [[] for _ in range(len(frame))]
         n_numeric = len(self.numeric)
         encoded[:, :n_numeric] = cells[:, where[:n_numeric]].astype(np.float32)  # None becomes NaN.
-        for column, lookup in zip(where[n_numeric:], self.lookups, strict=True):
+        for name, column, lookup in zip(self.categorical, where[n_numeric:], self.lookups, strict=True):
             for row, value in enumerate(cells[:, column]):
-                slot = lookup.get(value, -1)  # Unseen categories stay all-zero, as in the encoder.
+                slot = lookup.get(value, -1)
                 if slot >= 0:
                     encoded[row, slot] = 1.0
-        return encoded
+                elif value is not None:  # Unseen: all-zero, as in the encoder, and reported.
+                    unseen[row].append(name)
+        return encoded, unseen
 
 
 class ExplainableClassifier(PythonModel):
@@ -151,12 +154,12 @@ class ExplainableClassifier(PythonModel):
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
-        """One row per input row: score, label, threshold, base value and contributions."""
+        """One row per input row: score, label, threshold, base value, unseen categories, contributions."""
         threshold, explain, top_k = self._options(params)
         missing = [c for c in self._inputs if c not in model_input.columns]
         if missing:
             raise _bad_input(f"missing required input column(s): {missing}")
-        encoded = self._encode(model_input)
+        encoded, unseen = self._encode(model_input)
         booster = self._single_thread if len(encoded) < SINGLE_THREAD_ROWS else self._booster
         # One DMatrix for both calls: cheaper than `inplace_predict`'s per-call overhead plus a DMatrix.
         rows = xgb.DMatrix(encoded, nthread=1 if booster is self._single_thread else -1)
@@ -169,6 +172,7 @@ class ExplainableClassifier(PythonModel):
         output["prediction"] = np.where(score >= threshold, self._labels[1], self._labels[0])
         output["threshold"] = np.full(len(score), threshold)
         output["base_value"] = np.full(len(score), self._base_value)
+        output["unseen_categories"] = unseen
         if explain:
             output["contributions"] = self._contributions(booster, rows, top_k)
         return pd.DataFrame(output)

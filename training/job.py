@@ -302,7 +302,12 @@ def train(
                     input_example=example,
                     pip_requirements=_requirements(),
                     registered_model_name=config.model_name,
-                    metadata={"use_case": config.model_name, "threshold": threshold},
+                    metadata={
+                        "use_case": config.model_name,
+                        "threshold": threshold,
+                        "negative_label": dataset.negative_label,
+                        "positive_label": dataset.positive_label,
+                    },
                 )
         version = str(info.registered_model_version)
         client = MlflowClient()

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from tests.serving.conftest import HEADERS, Proxy, count, logged, rows, split_body, wait_for
 
@@ -125,6 +125,28 @@ def test_good_input_and_its_edges_are_scored(proxy: Proxy) -> None:
     for body in bodies:
         answer = httpx.post(f"{proxy.url}/invocations", json=body, headers=HEADERS, timeout=60)
         assert answer.status_code == 200, (body, answer.text)
+
+
+def test_unseen_category_is_scored_and_flagged_in_the_log(proxy: Proxy, log_engine: Engine) -> None:
+    body = {"dataframe_records": [{**ROW, "JobRole": "Astronaut", "OverTime": "Sometimes"}, ROW]}
+    answer = httpx.post(f"{proxy.url}/invocations", json=body, headers=HEADERS, timeout=60)
+    assert answer.status_code == 200, answer.text
+    flags = [p["unseen_categories"] for p in answer.json()["predictions"]]
+    assert [sorted(flag) for flag in flags] == [["JobRole", "OverTime"], []]
+    logged(log_engine, answer.headers["X-Request-ID"])
+    with log_engine.connect() as connection:
+        stored = (
+            connection.execute(
+                text(
+                    "SELECT unseen_categories FROM inference_predictions"
+                    " WHERE request_id = :rid ORDER BY row_index"
+                ),
+                {"rid": answer.headers["X-Request-ID"]},
+            )
+            .scalars()
+            .all()
+        )
+    assert stored == flags
 
 
 @pytest.mark.parametrize(

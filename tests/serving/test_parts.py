@@ -22,6 +22,7 @@ from serving import backend as backends
 from serving.auth import identify, parse_keys
 from serving.database import make_engine, migrate
 from serving.errors import BackendTimeout, ConfigurationError, Unauthenticated, Unavailable
+from serving.metrics import Metrics
 from serving.records import input_rows, pseudonym, to_rows
 from serving.registry import ModelInfo, resolve
 from serving.runtime import Runtime
@@ -186,8 +187,11 @@ def _runtime(tmp_path: Path, **changes: Any) -> Runtime:
     engine = make_engine(f"sqlite:///{tmp_path}/log.db")
     migrate(engine)
     spool = Spool(settings.spool_dir, max_bytes=settings.spool_max_bytes)
-    writer = LogWriter(spool, engine, flush_seconds=60, hmac_key=None)
-    return Runtime(settings, engine=engine, spool=spool, writer=writer, keys=[], client=MlflowClient())
+    metrics = Metrics(spool_bytes=lambda: spool.size, spool_records=lambda: spool.records)
+    writer = LogWriter(spool, engine, flush_seconds=60, hmac_key=None, metrics=metrics)
+    return Runtime(
+        settings, engine=engine, spool=spool, writer=writer, keys=[], client=MlflowClient(), metrics=metrics
+    )
 
 
 def test_drop_policy_keeps_serving_and_counts_what_it_dropped(tmp_path: Path) -> None:

@@ -67,6 +67,7 @@ def test_output_and_additivity(
         "prediction",
         "threshold",
         "base_value",
+        "unseen_categories",
         "contributions",
     ]
     assert result[id_column].tolist() == rows[id_column].tolist()
@@ -105,7 +106,7 @@ def test_contributions_equal_the_shipped_tree_explainer(
     numeric, categorical = (list(columns) for _, _, columns in preprocess.transformers_[:2])
     owners = encoded_to_raw(preprocess, numeric, categorical)
     encoded = preprocess.transform(rows.drop(columns=[rows.columns[0]]))
-    np.testing.assert_array_equal(model.unwrap_python_model()._encode(rows), encoded)
+    np.testing.assert_array_equal(model.unwrap_python_model()._encode(rows)[0], encoded)
     reference = np.asarray(explainer.shap_values(encoded))
     expected = np.column_stack([reference[:, owners == j].sum(axis=1) for j in range(owners.max() + 1)])
     result = predict(model, rows)
@@ -157,11 +158,13 @@ def test_unseen_categories_and_missing_values_still_score(
     rows.loc[1, "OverTime"] = None
     result = predict(attrition_model, rows)
     assert result["score"].between(0, 1, inclusive="neither").all()
+    assert result["unseen_categories"].tolist() == [["JobRole"], [], []]  # Missing is not unseen.
     credit_rows = inputs(CREDIT, "Status", 3)
     credit_rows.loc[0, ["Income", "Assets"]] = np.nan
     credit_rows.loc[1, "Home"] = None
     credit_rows.loc[2, "Job"] = "astronaut"
     scored = predict(credit_model, credit_rows)
+    assert scored["unseen_categories"].tolist() == [[], [], ["Job"]]
     totals = scored["base_value"] + scored["contributions"].map(lambda c: sum(c.values()))
     np.testing.assert_allclose(totals, logit(scored["score"].to_numpy()), atol=1e-4)
 
