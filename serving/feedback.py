@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -41,11 +42,12 @@ def record(
     labels: tuple[str, str],
     hmac_key: bytes | None,
     source: Literal["api", "csv"],
+    positions: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Check each outcome against the log and the labels, then store all or none; what was stored."""
+    """Check outcomes against the log and labels, store all or none; `positions` name them in errors."""
     rows, answers = [], []
     for index, outcome in enumerate(outcomes):
-        where = f"outcome {index}: " if len(outcomes) > 1 else ""
+        where = f"{positions[index]}: " if positions else ""
         if outcome.label not in labels:
             raise BadRequest(f"{where}label: must be one of {list(labels)}, got {outcome.label!r}")
         if outcome.request_id is not None:

@@ -20,5 +20,5 @@ def test_conda_env_lists_the_same_requirements_as_pyproject() -> None:
 def test_mlproject_entry_points_use_the_conda_env() -> None:
     project = yaml.safe_load((REPO / "MLproject").read_text())
     assert project["conda_env"] == "conda.yaml"
-    assert {"main", "train", "promote", "rollback", "score", "serve"} <= set(project["entry_points"])
+    assert {"main", "train", "promote", "rollback", "score", "serve", "drift"} <= set(project["entry_points"])
     assert "--trials {trials}" in project["entry_points"]["train"]["command"]

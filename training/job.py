@@ -267,7 +267,9 @@ def train(
         reference = X_train.sample(n=min(REFERENCE_ROWS, len(X_train)), random_state=search.seed)
         encoded_ref = preprocess.transform(reference)
         raw_ref = np.asarray(explainer.shap_values(encoded_ref), dtype=np.float64) @ aggregate
-        reference_out = reference.assign(score=model.predict_proba(reference)[:, 1])
+        # Out-of-fold scores: the final model's scores on rows it was fitted on are more extreme than
+        # on new rows, and would make every production window look drifted.
+        reference_out = reference.assign(score=result.oof_scores[X_train.index.get_indexer(reference.index)])
         metadata = {
             "input_columns": [feature.name for feature in dataset.schema],
             "raw_features": raw_features,

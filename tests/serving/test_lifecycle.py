@@ -217,7 +217,7 @@ def test_the_proxy_needs_only_select_and_insert(
                 f'GRANT CONNECT ON DATABASE "{database}" TO {role}',
                 f"GRANT USAGE ON SCHEMA public TO {role}",
                 f"GRANT SELECT ON alembic_version, entities TO {role}",
-                f"GRANT SELECT ON inference_requests, inference_predictions TO {role}",
+                f"GRANT SELECT ON inference_requests, inference_predictions, inference_outcomes TO {role}",
             )
             limited_url = make_url(owner_url).set(username=role, password=None).render_as_string(False)
             proxy = start_proxy(served, limited_url)

@@ -1,0 +1,1 @@
+"""Drift, explanation drift and realised performance from the prediction log."""

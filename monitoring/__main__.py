@@ -1,0 +1,130 @@
+"""python -m monitoring drift | outcomes: drift reports and observed outcomes from the prediction log.
+
+Exit status of `drift`: 0 no drift, 1 drift found (for a scheduler to alert on), 2 the report could
+not be made (bad option, unknown model, too few logged rows, unreachable log store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+
+from monitoring import job, outcomes, reference
+from monitoring.drift import Thresholds
+from monitoring.errors import MonitoringError
+from monitoring.settings import MonitoringSettings
+from serving.database import first_line, make_engine, safe_url
+from serving.errors import ServingError
+from serving.registry import configure_mlflow
+
+
+def _version(text: str) -> int | None:
+    if not text:  # MLproject passes "" for "not given".
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a version number: {text!r}")
+    return int(text)
+
+
+def _time(text: str) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m monitoring", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    report = commands.add_parser("drift", help="compare logged traffic with the training reference")
+    report.add_argument("--model", required=True, help="registered model name")
+    report.add_argument(
+        "--version", type=_version, help="model version (default: @production, else the newest)"
+    )
+    report.add_argument("--since", type=_time, help="first logged time to include (ISO 8601; UTC if naive)")
+    report.add_argument("--until", type=_time, help="logged times before this (ISO 8601)")
+    report.add_argument("--out", type=Path, default=Path("reports"), help="report folder (default reports/)")
+    report.add_argument("--database-url", help="log store (default: DATABASE_URL, else sqlite:///serving.db)")
+    for name, field in Thresholds.model_fields.items():
+        report.add_argument(f"--{name.replace('_', '-')}", dest=name, type=field.annotation,  # type: ignore[arg-type]
+                            help=f"{field.description} (default {field.default})")  # fmt: skip
+    imports = commands.add_parser("outcomes", help="import observed labels from a CSV file")
+    imports.add_argument("--model", required=True, help="registered model name")
+    imports.add_argument(
+        "--csv", type=Path, required=True, help="columns: label, request_id and row | entity_id"
+    )
+    imports.add_argument(
+        "--database-url", help="log store (default: DATABASE_URL, else sqlite:///serving.db)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; errors are one line on stderr and exit status 2."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        settings = MonitoringSettings(**({"database_url": args.database_url} if args.database_url else {}))
+        if args.command == "drift":
+            thresholds = Thresholds(
+                **{
+                    name: getattr(args, name)
+                    for name in Thresholds.model_fields
+                    if getattr(args, name) is not None
+                }
+            )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        print(
+            f"error: --{'-'.join(str(p) for p in first['loc']).replace('_', '-')}: {first['msg']}",
+            file=sys.stderr,
+        )
+        return 2
+    configure_mlflow()
+    client = MlflowClient()
+    try:
+        engine = make_engine(settings.database_url)
+    except ServingError as exc:
+        print(f"error: --database-url: {exc.message}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "outcomes":
+            version = reference.resolve_version(client, args.model, None)
+            labels = reference.facts(client, args.model, version).labels
+            stored = outcomes.store(
+                engine, args.csv, model=args.model, labels=labels, hmac_key=settings.hmac_key
+            )
+            replaced = sum(1 for item in stored if item["replaced"] is not None)
+            print(f"stored {len(stored)} outcome(s) from {args.csv}; {replaced} replaced an earlier label")
+            return 0
+        outcome = job.run(
+            client, engine, model=args.model, version=args.version, since=args.since, until=args.until,
+            out=args.out, thresholds=thresholds,
+        )  # fmt: skip
+    except MonitoringError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:
+        print(f"error: log store {safe_url(engine)}: {first_line(exc)}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    summary = outcome.summary
+    print(f"report: {outcome.directory / 'report.html'} (MLflow run {outcome.run_id})")
+    print(f"{summary['rows']} rows of {summary['model']} version {summary['version']}: "
+          + (f"DRIFT in {', '.join(summary['drifted'])}" if summary["drift"] else "no drift"))  # fmt: skip
+    return 1 if summary["drift"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""The drift job: logged traffic of one version against its training reference, reported three ways."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.environment_variables import MLFLOW_RUN_ID
+from mlflow.tracking import MlflowClient
+from sqlalchemy import Engine
+
+from monitoring import drift, logged, performance, reference
+from monitoring.errors import MonitoringError
+from monitoring.report import render
+
+
+@dataclass(frozen=True)
+class DriftOutcome:
+    """Where the report went and what it found."""
+
+    summary: dict[str, Any]
+    directory: Path
+    run_id: str
+
+
+def _inputs(rows: pd.DataFrame, features: list[str]) -> pd.DataFrame:
+    records = [row if isinstance(row, dict) else {} for row in rows["input"]]
+    return pd.DataFrame.from_records(records, columns=features)
+
+
+def _unseen_shares(rows: pd.DataFrame) -> dict[str, float]:
+    counts = Counter(name for flags in rows["unseen_categories"] if isinstance(flags, list) for name in flags)
+    return {name: count / len(rows) for name, count in counts.items()}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Inputs, scores and explanations of logged rows against the reference."""
+
+    features: list[drift.FeatureDrift]
+    scores: dict[str, Any]
+    explanations: list[dict[str, Any]]
+
+    @property
+    def drifted(self) -> list[str]:
+        """Input features that drifted."""
+        return [f.feature for f in self.features if f.drifted]
+
+    @property
+    def explained(self) -> list[str]:
+        """Features whose share of the explanation drifted."""
+        return [e["feature"] for e in self.explanations if e["drifted"]]
+
+    @property
+    def any(self) -> bool:
+        """Whether anything drifted."""
+        return bool(self.drifted or self.explained or self.scores["drifted"])
+
+
+def compare(
+    ref: reference.Reference, current: pd.DataFrame, outputs: pd.DataFrame, thresholds: drift.Thresholds
+) -> Comparison:
+    """Logged inputs and the model's outputs for them (score, contributions, unseen) against `ref`."""
+    return Comparison(
+        drift.feature_drift(ref.features, current, unseen=_unseen_shares(outputs), thresholds=thresholds),
+        drift.score_drift(ref.scores, outputs["score"].to_numpy(dtype=float), thresholds),
+        drift.explanation_drift(ref.shap_mean_abs, list(outputs["contributions"]), thresholds),
+    )
+
+
+def _performance(
+    client: MlflowClient, engine: Engine, model: str, since: datetime | None, until: datetime | None
+) -> dict[str, Any]:
+    labelled = logged.predictions(
+        engine, model_name=model, version=None, since=since, until=until, labelled_only=True
+    )
+    results = {}
+    for version, rows in labelled.groupby("model_version"):
+        facts = reference.facts(client, model, int(version))
+        figures = performance.realised(
+            rows.assign(flagged=rows["prediction"] == facts.labels[1], actual=rows["actual"].astype(float)),
+            facts.costs,
+        )
+        figures["holdout"] = {key.removeprefix("holdout_"): value for key, value in facts.holdout.items()}
+        results[str(int(version))] = figures
+    return results
+
+
+def run(
+    client: MlflowClient,
+    engine: Engine,
+    *,
+    model: str,
+    version: int | None,
+    since: datetime | None,
+    until: datetime | None,
+    out: Path,
+    thresholds: drift.Thresholds,
+) -> DriftOutcome:
+    """Compare, write the HTML report and JSON summary, and log both to an MLflow run."""
+    version = reference.resolve_version(client, model, version)
+    ref = reference.load(client, model, version)
+    rows = logged.predictions(engine, model_name=model, version=version, since=since, until=until)
+    if len(rows) < thresholds.min_rows:
+        raise MonitoringError(
+            f"model {model!r} version {version} has {len(rows)} logged row(s) in the window; "
+            f"a report needs at least {thresholds.min_rows} (--min-rows)"
+        )
+    current = _inputs(rows, list(ref.features.columns))
+    found = compare(ref, current, rows, thresholds)
+    feature_results, scores, explanations = found.features, found.scores, found.explanations
+    drifted, explained = found.drifted, found.explained
+    created = datetime.now(UTC)
+    summary: dict[str, Any] = {
+        "model": model,
+        "version": version,
+        "created_at": created.isoformat(timespec="seconds"),
+        "window": {
+            "since": since.isoformat() if since else None,
+            "until": until.isoformat() if until else None,
+            "first": pd.Timestamp(rows["received_at"].min()).isoformat(),
+            "last": pd.Timestamp(rows["received_at"].max()).isoformat(),
+        },
+        "rows": len(rows),
+        "reference_rows": len(ref.features),
+        "thresholds": thresholds.model_dump(),
+        "drift": found.any,
+        "drifted": drifted
+        + [f"{name} (explanation)" for name in explained]
+        + (["score"] if scores["drifted"] else []),
+        "drifted_features": drifted,
+        "explanation_drifted_features": explained,
+        "features": [f.as_json() for f in feature_results],
+        "scores": scores,
+        "over_time": drift.rate_over_time(
+            rows["received_at"], rows["prediction"] == ref.facts.labels[1], rows["score"]
+        ),
+        "explanations": explanations,
+        "performance": _performance(client, engine, model, since, until),
+    }
+    directory = out / f"{model}-v{version}-{created.strftime('%Y%m%dT%H%M%SZ')}"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
+    (directory / "report.html").write_text(
+        render(
+            summary,
+            ref.features,
+            current,
+            reference_scores=ref.scores,
+            current_scores=rows["score"].to_numpy(dtype=float),
+        ),
+        encoding="utf-8",
+    )
+    run_id = _log_run(summary, directory, ref.facts.experiment_id)
+    return DriftOutcome(summary, directory, run_id)
+
+
+def _log_run(summary: dict[str, Any], directory: Path, experiment_id: str) -> str:
+    metrics = {
+        "rows": summary["rows"],
+        "drifted_features": len(summary["drifted_features"]),
+        "explanation_drifted_features": len(summary["explanation_drifted_features"]),
+        "score_psi": summary["scores"]["psi"],
+        "score_ks_p_value": summary["scores"]["p_value"],
+        "mean_score": summary["scores"]["current_mean"],
+        **{f"psi.{f['feature']}": f["psi"] for f in summary["features"]},
+        **{f"explanation_share.{e['feature']}": e["current_share"] for e in summary["explanations"]},
+    }
+    for version, figures in summary["performance"].items():
+        for key in ("labelled", "roc_auc", "brier", "business_cost_per_case"):
+            if figures.get(key) is not None:
+                metrics[f"realised_v{version}_{key}"] = figures[key]
+    # Under `mlflow run`, the run it made (in the experiment it was told) is the one to fill.
+    experiment = None if MLFLOW_RUN_ID.get() else experiment_id
+    with mlflow.start_run(
+        experiment_id=experiment, run_name=f"drift-{summary['model']}-v{summary['version']}"
+    ) as run:
+        mlflow.set_tags(
+            {
+                "monitoring": "drift",
+                "model_name": summary["model"],
+                "model_version": str(summary["version"]),
+                "drift": str(summary["drift"]).lower(),
+            }
+        )
+        mlflow.log_params(
+            {
+                **{f"threshold.{k}": v for k, v in summary["thresholds"].items()},
+                # Namespaced: `mlflow run` logs its own entry-point parameters (since, until) on this run.
+                "window.since": summary["window"]["since"] or "",
+                "window.until": summary["window"]["until"] or "",
+            }
+        )
+        mlflow.log_metrics({key: float(value) for key, value in metrics.items() if np.isfinite(value)})
+        mlflow.log_artifacts(str(directory), "drift_report")
+        return str(run.info.run_id)
