@@ -31,6 +31,8 @@ class Feedback(BaseModel):
     def _one_target(self) -> Feedback:
         if (self.request_id is None) == (self.entity_id is None):
             raise ValueError("give exactly one of request_id (with row) or entity_id")
+        if "\x00" in (self.entity_id or "") + self.label:  # PostgreSQL text cannot hold NUL.
+            raise ValueError("entity_id and label must not contain NUL characters")
         return self
 
 

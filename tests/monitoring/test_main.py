@@ -48,12 +48,13 @@ def send(proxy: Proxy, engine: Engine, frame: pd.DataFrame) -> list[str]:
 
 
 def shifted(holdout: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """Incomes raised 40%, and half of the employees without overtime now with it; nothing else moved."""
+    """Incomes +40%, overtime for half of those without, a tenth in an unseen job role; nothing else."""
     rng = np.random.default_rng(seed)
     frame = holdout.copy()
     frame["MonthlyIncome"] = (frame["MonthlyIncome"] * 1.4).round().astype("int64")
     no_overtime = frame.index[frame["OverTime"] == "No"]
     frame.loc[rng.choice(no_overtime, len(no_overtime) // 2, replace=False), "OverTime"] = "Yes"
+    frame.loc[rng.choice(frame.index, len(frame) // 10, replace=False), "JobRole"] = "Astronaut"
     return frame
 
 
@@ -99,10 +100,13 @@ def test_shifted_traffic_is_flagged_on_exactly_the_shifted_features(
 ) -> None:
     status, summary = drift(served, log_db, tmp_path, "--since", traffic["shift_since"].isoformat())
     assert status == 1
-    assert summary["drifted_features"] == ["MonthlyIncome", "OverTime"]
-    assert set(summary["explanation_drifted_features"]) <= {"MonthlyIncome", "OverTime"}
+    assert summary["drifted_features"] == ["JobRole", "MonthlyIncome", "OverTime"]
+    job_role = next(f for f in summary["features"] if f["feature"] == "JobRole")
+    assert job_role["unseen"] == pytest.approx(29 / 294)  # From the model's flags in the log.
+    assert "unseen categories in 9.9% of rows" in job_role["reasons"]
+    assert set(summary["explanation_drifted_features"]) <= {"JobRole", "MonthlyIncome", "OverTime"}
     report = next(tmp_path.glob("*/report.html"))
-    assert "Drift: MonthlyIncome, OverTime" in report.read_text()
+    assert "Drift: JobRole, MonthlyIncome, OverTime" in report.read_text()
     if CHROMIUM:  # The README's screenshot; .ci/run installs Debian's chromium.
         shot = tmp_path / "report.png"
         subprocess.run(
@@ -139,6 +143,7 @@ def test_outcomes_give_realised_performance_per_version(
     assert realised["labelled"] == 294 and realised["roc_auc"] > 0.6
     assert set(realised["holdout"]) >= {"roc_auc", "brier", "business_cost_per_case"}
     assert realised["positive_rate"] == pytest.approx(np.mean(holdout["Attrition"]))
+    assert sum(bin_["rows"] for bin_ in realised["calibration"]) == 294
 
 
 @pytest.mark.parametrize(

@@ -99,6 +99,7 @@ def test_a_label_by_entity_id_finds_the_pseudonymised_prediction(
         ({"request_id": None, "entity_id": "99999001"}, 404, "the entity has no logged prediction"),
         ({"observed_at": "2027-03-01T00:00:00"}, 400, "body.observed_at: Input should have timezone info"),
         ({"outcome": 1}, 400, "body.outcome: Extra inputs are not permitted"),
+        ({"request_id": None, "entity_id": "1\x00"}, 400, "must not contain NUL characters"),
     ],
 )
 def test_bad_feedback_is_refused_by_name_and_stores_nothing(

@@ -18,9 +18,11 @@ EXAMPLES = 100
 OPERATIONS = [
     ("GET", "/health"),
     ("GET", "/ready"),
+    ("GET", "/metrics"),
     ("GET", "/model"),
     ("POST", "/invocations"),
     ("POST", "/predict/by-id/{entity_id}"),
+    ("POST", "/feedback"),
     ("GET", "/predictions"),
     ("GET", "/predictions/{request_id}"),
     ("GET", "/predictions/{request_id}/waterfall.png"),
