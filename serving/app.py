@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 
 from serving import feedback, store
 from serving.auth import identify
+from serving.drift import latest_summary
 from serving.entities import restore_id
 from serving.errors import BadRequest, NotFound, PayloadTooLarge, ServingError, Unavailable
 from serving.openapi import BY_ID_BODY, INVOCATIONS_BODY, PREDICTIONS, errors
@@ -270,6 +271,16 @@ def create_app(runtime: Runtime) -> FastAPI:
             response.status_code = 200
             stored["message"] = f"replaced the earlier label {stored['replaced']!r}"
         return stored
+
+    @app.get("/drift", responses=errors(401, 404, 503))
+    async def drift(_: Key) -> dict[str, Any]:
+        """The latest drift summary of this model (`python -m monitoring drift`), from MLflow."""
+        backend = runtime.backend
+        if backend is None or backend.info.run_id is None:
+            raise Unavailable(f"the model server is not running: {runtime.not_ready}")
+        return await asyncio.to_thread(
+            latest_summary, runtime.client, model=runtime.settings.model, run_id=backend.info.run_id
+        )
 
     @app.get("/predictions", responses=errors(400, 401, 503))
     async def predictions(

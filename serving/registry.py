@@ -39,6 +39,8 @@ class ModelInfo:
     inputs: list[dict[str, Any]]
     params: list[dict[str, Any]]
     labels: tuple[str, str] | None = None  # (negative, positive) as the dataset words them.
+    features: dict[str, Any] | None = None  # Training ranges and categories, for forms.
+    use_case: dict[str, Any] | None = None  # The model's own words: target and use case name.
 
     @cached_property
     def columns(self) -> list[str]:
@@ -68,6 +70,8 @@ class ModelInfo:
             "labels": None
             if self.labels is None
             else {"negative": self.labels[0], "positive": self.labels[1]},
+            "features": self.features,
+            "use_case": self.use_case,
         }
 
 
@@ -118,4 +122,6 @@ def describe(client: MlflowClient, name: str, version: int, target: str) -> Mode
         labels=(str(meta["negative_label"]), str(meta["positive_label"]))
         if "negative_label" in meta and "positive_label" in meta
         else None,
+        features=meta.get("features"),
+        use_case={"name": meta.get("use_case"), "target": meta.get("target")} if meta else None,
     )

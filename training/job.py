@@ -102,6 +102,23 @@ def _signature(dataset: Dataset, id_type: str, threshold: float) -> ModelSignatu
     return ModelSignature(inputs=Schema(columns), params=params)
 
 
+def _feature_facts(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> dict[str, Any]:
+    """What a form needs to ask for each feature: the training range, or the categories."""
+    facts: dict[str, Any] = {}
+    for name in numeric:
+        values = frame[name].dropna()
+        low, median, high = (float(v) for v in values.quantile([0.0, 0.5, 1.0]))
+        facts[name] = {"kind": "numeric", "min": low, "median": median, "max": high}
+    for name in categorical:
+        counts = frame[name].dropna().value_counts()
+        facts[name] = {
+            "kind": "categorical",
+            "categories": sorted(value.item() if hasattr(value, "item") else value for value in counts.index),
+            "most_common": counts.index[0].item() if hasattr(counts.index[0], "item") else counts.index[0],
+        }
+    return facts
+
+
 def _requirements() -> list[str]:
     return [f"{name}=={installed_version(name)}" for name in MODEL_REQUIREMENTS]
 
@@ -307,8 +324,10 @@ def train(
                     metadata={
                         "use_case": config.model_name,
                         "threshold": threshold,
+                        "target": config.data.target,
                         "negative_label": dataset.negative_label,
                         "positive_label": dataset.positive_label,
+                        "features": _feature_facts(X_train, numeric, categorical),
                     },
                 )
         version = str(info.registered_model_version)

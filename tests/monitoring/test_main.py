@@ -182,3 +182,17 @@ def test_mlproject_drift_entry_point(
     assert done.returncode == 0, done.stderr[-3000:]
     assert "no drift" in done.stdout
     assert len(list(tmp_path.glob("*/report.html"))) == 1
+
+
+def test_the_proxy_serves_the_latest_drift_summary(
+    proxy: Proxy, served: str, log_db: str, traffic: dict[str, Any], tmp_path: Path
+) -> None:
+    _, summary = drift(served, log_db, tmp_path, "--since", traffic["shift_since"].isoformat())
+    answer = httpx.get(f"{proxy.url}/drift", headers=HEADERS, timeout=30)
+    assert answer.status_code == 200, answer.text
+    latest = answer.json()
+    assert (latest["created_at"], latest["drifted_features"]) == (
+        summary["created_at"],
+        summary["drifted_features"],
+    )
+    assert httpx.get(f"{proxy.url}/drift", timeout=30).status_code == 401

@@ -20,6 +20,7 @@ OPERATIONS = [
     ("GET", "/ready"),
     ("GET", "/metrics"),
     ("GET", "/model"),
+    ("GET", "/drift"),
     ("POST", "/invocations"),
     ("POST", "/predict/by-id/{entity_id}"),
     ("POST", "/feedback"),

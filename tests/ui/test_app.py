@@ -1,0 +1,131 @@
+"""Every page of the app, run by Streamlit's own AppTest against the real proxy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import REPO
+from tests.serving.conftest import API_KEY, Proxy
+from ui.__main__ import main as ui_main
+from ui.client import ApiError
+from ui.client import Proxy as Client
+from ui.settings import UiSettings
+
+APP = str(REPO / "ui" / "app.py")
+
+
+@contextmanager
+def app(url: str, key: str = API_KEY) -> Iterator[AppTest]:
+    """The app, run once, pointed at `url` with `key`."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("UI_PROXY_URL", url)
+        patch.setenv("UI_API_KEY", key)
+        yield AppTest.from_file(APP, default_timeout=90).run()
+
+
+@pytest.fixture
+def attrition_app(proxy: Proxy) -> Iterator[AppTest]:
+    """The app on the attrition proxy."""
+    with app(proxy.url) as at:
+        yield at
+
+
+def images(at: AppTest) -> int:
+    return len(at.image)
+
+
+def test_score_by_id_shows_the_risk_the_reasons_and_a_what_if(attrition_app: AppTest) -> None:
+    at = attrition_app
+    assert not at.exception
+    assert at.title[0].value.endswith("Attrition = Yes")
+    assert "Service ready, model version 1" in at.sidebar.success[0].value
+    at.text_input(key="entity_id").input("7")
+    at.button(key="score_id").click().run()
+    assert not at.exception and not at.error
+    score = at.metric[0].value
+    assert score.endswith("%") and at.metric[1].value in {"Yes", "No"}
+    assert images(at) == 1
+    sentences = [m.value for m in at.markdown if m.value.startswith("- ")]
+    assert len(sentences) == 5 and all("the risk (" in s for s in sentences)
+    at.selectbox(key="what_if_feature").select("OverTime").run()
+    at.selectbox(key="what_if_OverTime").select("Yes").run()
+    at.button(key="what_if_score").click().run()
+    assert not at.exception
+    assert at.metric[-1].label == "Score after the change" and at.metric[-1].delta.startswith(("+", "-"))
+
+
+def test_the_form_is_built_from_the_signature_and_scores(attrition_app: AppTest) -> None:
+    at = attrition_app
+    assert at.selectbox(key="form_OverTime").options == ["No", "Yes"]
+    age = at.number_input(key="form_Age")
+    assert (age.min, age.max) == (18, 60)  # The training range (both ends are in the training rows).
+    at.selectbox(key="form_OverTime").select("Yes")
+    at.button(key="score_form").click().run()
+    assert not at.exception and not at.error
+    assert images(at) == 1 and at.metric[0].label == "Score"
+
+
+def test_history_lists_logged_predictions_and_opens_one(attrition_app: AppTest) -> None:
+    at = attrition_app
+    at.text_input(key="entity_id").input("8")
+    at.button(key="score_id").click().run()
+    at.sidebar.radio(key="page").set_value("History").run()
+    assert not at.exception and not at.error
+    assert len(at.dataframe[0].value) >= 1
+    assert images(at) == 1
+    at.selectbox(key="h_label").select("No").run()
+    assert not at.exception
+    if at.dataframe:
+        assert set(at.dataframe[0].value["prediction"]) == {"No"}
+    else:
+        assert at.info[0].value == "No logged predictions match."
+
+
+def test_drift_page_says_when_there_is_no_report(attrition_app: AppTest) -> None:
+    at = attrition_app
+    at.sidebar.radio(key="page").set_value("Drift").run()
+    assert "No drift report yet" in at.info[0].value
+
+
+def test_api_errors_are_readable_messages(proxy: Proxy) -> None:
+    with app(proxy.url, key="wrong-key-wrong-key") as at:
+        assert "refused the API key" in at.error[0].value and not at.exception
+    with app(proxy.url) as at:
+        at.text_input(key="entity_id").input("99999999")
+        at.button(key="score_id").click().run()
+        assert at.error[0].value.startswith("Not found: the entity is not in the entity table")
+    with app("http://127.0.0.1:9") as at:
+        assert "Cannot reach the scoring service" in at.error[0].value
+
+
+@pytest.mark.parametrize(("status", "words"), [(422, "could not use this input"), (503, "not available")])
+def test_client_words_for_other_statuses(status: int, words: str) -> None:
+    transport = httpx.MockTransport(lambda _: httpx.Response(status, json={"message": "detail"}))
+    client = Client(UiSettings(proxy_url="http://proxy"), transport=transport)
+    with pytest.raises(ApiError, match=words):
+        client.model()
+
+
+def test_the_credit_model_gets_its_own_words_and_fields(credit_proxy: Proxy) -> None:
+    with app(credit_proxy.url) as at:
+        assert at.title[0].value.endswith("Status = bad")
+        assert at.text_input(key="entity_id").label == "Client id"
+        assert "form_Income" in {w.key for w in at.number_input}
+        at.text_input(key="entity_id").input("3")
+        at.button(key="score_id").click().run()
+        assert not at.exception and not at.error and images(at) == 1
+
+
+def test_bad_settings_stop_the_command_with_a_message(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert ui_main(["--port", "0"]) == 2
+    assert "--port: 0 is not a port" in capsys.readouterr().err
+    monkeypatch.setenv("UI_TIMEOUT_SECONDS", "-1")
+    assert ui_main([]) == 2
+    assert "UI_TIMEOUT_SECONDS: Input should be greater than 0" in capsys.readouterr().err

@@ -1,0 +1,114 @@
+"""The proxy's HTTP API as the app uses it; every failure is an `ApiError` with a readable message."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from ui.settings import UiSettings
+
+MESSAGES = {
+    401: "The proxy refused the API key: set UI_API_KEY to a key from the proxy's API_KEYS.",
+    404: "Not found",
+    422: "The proxy could not use this input",
+    503: "The scoring service is not available right now; try again in a moment",
+}
+
+
+class ApiError(Exception):
+    """A request to the proxy failed; `message` is for people."""
+
+    def __init__(self, status: int | None, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Proxy:
+    """A small client of the scoring proxy."""
+
+    def __init__(self, settings: UiSettings, transport: httpx.BaseTransport | None = None) -> None:
+        headers = {"X-API-Key": settings.api_key.get_secret_value()} if settings.api_key else {}
+        self._http = httpx.Client(
+            base_url=settings.proxy_url,
+            headers=headers,
+            timeout=settings.timeout_seconds,
+            transport=transport,
+        )
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            answer = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(None, f"Cannot reach the scoring service at {self._http.base_url}: {exc}") from exc
+        if answer.status_code >= 400:
+            try:
+                detail = str(answer.json().get("message", ""))
+            except ValueError:
+                detail = answer.text[:200]
+            general = MESSAGES.get(answer.status_code, f"The scoring service answered {answer.status_code}")
+            message = general if answer.status_code == 401 else f"{general}: {detail}" if detail else general
+            raise ApiError(answer.status_code, message)
+        return answer
+
+    def ready(self) -> dict[str, Any]:
+        """`/ready`'s body, 503 included (it says why)."""
+        try:
+            answer = self._http.get("/ready")
+        except httpx.HTTPError as exc:
+            raise ApiError(None, f"Cannot reach the scoring service at {self._http.base_url}: {exc}") from exc
+        body: dict[str, Any] = answer.json()
+        return body
+
+    def model(self) -> dict[str, Any]:
+        """The served version's facts: labels, threshold, features, schema."""
+        body: dict[str, Any] = self._call("GET", "/model").json()
+        return body
+
+    def by_id(self, entity_id: str) -> tuple[dict[str, Any], str]:
+        """Score a stored entity: its prediction and the request id."""
+        answer = self._call("POST", f"/predict/by-id/{entity_id}")
+        return answer.json()["predictions"][0], answer.headers["X-Request-ID"]
+
+    def score(self, row: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """Score one row: its prediction and the request id."""
+        answer = self._call("POST", "/invocations", json={"dataframe_records": [row]})
+        return answer.json()["predictions"][0], answer.headers["X-Request-ID"]
+
+    def logged(self, request_id: str) -> dict[str, Any]:
+        """One logged request with its rows (the inputs as sent included)."""
+        body: dict[str, Any] = self._call("GET", f"/predictions/{request_id}").json()
+        return body
+
+    def waterfall(self, request_id: str, row: int = 0, wait_seconds: float = 10.0) -> bytes:
+        """The SHAP waterfall PNG of a logged row, waiting for a fresh one to reach the log."""
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                return self._call(
+                    "GET", f"/predictions/{request_id}/waterfall.png", params={"row": row}
+                ).content
+            except ApiError as exc:
+                if exc.status != 404 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+
+    def history(self, limit: int, model_version: int | None) -> list[dict[str, Any]]:
+        """The latest logged predictions, newest first."""
+        params: dict[str, Any] = {"limit": limit}
+        if model_version is not None:
+            params["model_version"] = model_version
+        rows: list[dict[str, Any]] = self._call("GET", "/predictions", params=params).json()["predictions"]
+        return rows
+
+    def drift(self) -> dict[str, Any] | None:
+        """The latest drift summary, or None when there is none yet."""
+        try:
+            body: dict[str, Any] = self._call("GET", "/drift").json()
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return body
