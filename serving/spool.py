@@ -68,7 +68,8 @@ class Spool:
     @property
     def records(self) -> int:
         """Records held, not yet written to the log store."""
-        return sum(self._records.values())
+        with self._lock:  # The writer thread removes segments meanwhile.
+            return sum(self._records.values())
 
     def full(self) -> bool:
         """Whether the size bound is reached."""
