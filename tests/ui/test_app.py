@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import Engine
 from streamlit.testing.v1 import AppTest
 
+from monitoring.__main__ import main as monitoring_main
 from tests.conftest import REPO
-from tests.serving.conftest import API_KEY, Proxy
+from tests.serving.conftest import API_KEY, HEADERS, Proxy, logged, rows
 from ui.__main__ import main as ui_main
 from ui.client import ApiError
 from ui.client import Proxy as Client
@@ -129,3 +132,29 @@ def test_bad_settings_stop_the_command_with_a_message(
     monkeypatch.setenv("UI_TIMEOUT_SECONDS", "-1")
     assert ui_main([]) == 2
     assert "UI_TIMEOUT_SECONDS: Input should be greater than 0" in capsys.readouterr().err
+
+
+def test_drift_page_shows_the_latest_report(
+    proxy: Proxy,
+    served: str,
+    log_db: str,
+    *,
+    log_engine: Engine,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    body = {"dataframe_split": rows(150, start=200).to_dict(orient="split", index=False)}
+    answer = httpx.post(f"{proxy.url}/invocations", json=body, headers=HEADERS, timeout=60)
+    assert answer.status_code == 200
+    logged(log_engine, answer.headers["X-Request-ID"])
+    status = monitoring_main(["drift", "--model", served, "--database-url", log_db, "--out", str(tmp_path)])
+    assert status in {0, 1}, capsys.readouterr().err
+    with app(proxy.url) as at:
+        at.sidebar.radio(key="page").set_value("Drift").run()
+        assert not at.exception
+        assert at.markdown[0].value.startswith("Report of ") and "logged rows" in at.markdown[0].value
+        if status == 0:
+            assert [m.value for m in at.success] == ["No drift found."] and not at.error
+        else:
+            assert len(at.error) == 1 and at.error[0].value.startswith("Drift: ")
+        assert len(at.dataframe[0].value) == 30
