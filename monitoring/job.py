@@ -147,6 +147,7 @@ def run(
     }
     directory = out / f"{model}-v{version}-{created.strftime('%Y%m%dT%H%M%SZ')}"
     directory.mkdir(parents=True, exist_ok=True)
+    summary = _finite(summary)
     (directory / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
     (directory / "report.html").write_text(
         render(
@@ -160,6 +161,17 @@ def run(
     )
     run_id = _log_run(summary, directory, ref.facts.experiment_id)
     return DriftOutcome(summary, directory, run_id)
+
+
+def _finite(value: Any) -> Any:
+    """The summary with NaN and infinities (an undefined statistic) as null, so it stays JSON."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _log_run(summary: dict[str, Any], directory: Path, experiment_id: str) -> str:
@@ -198,6 +210,6 @@ def _log_run(summary: dict[str, Any], directory: Path, experiment_id: str) -> st
                 "window.until": summary["window"]["until"] or "",
             }
         )
-        mlflow.log_metrics({key: float(value) for key, value in metrics.items() if np.isfinite(value)})
+        mlflow.log_metrics({key: float(value) for key, value in metrics.items() if value is not None})
         mlflow.log_artifacts(str(directory), "drift_report")
         return str(run.info.run_id)

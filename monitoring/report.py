@@ -132,7 +132,9 @@ def render(
     features = summary["features"]
     drifted = [f["feature"] for f in features if f["drifted"]]
     shown = drifted + [
-        f["feature"] for f in sorted(features, key=lambda f: -f["psi"]) if f["feature"] not in drifted
+        f["feature"]
+        for f in sorted(features, key=lambda f: -(f["psi"] or 0.0))
+        if f["feature"] not in drifted
     ]
     kinds = {f["feature"]: f["kind"] == "numeric" for f in features}
     plots = "".join(

@@ -1,0 +1,13 @@
+"""The drift job's summary stays valid JSON when a statistic is undefined."""
+
+from __future__ import annotations
+
+import json
+
+from monitoring.job import _finite
+
+
+def test_undefined_statistics_become_null() -> None:
+    summary = {"psi": float("nan"), "features": [{"p": float("inf"), "n": 3}], "name": "x"}
+    assert _finite(summary) == {"psi": None, "features": [{"p": None, "n": 3}], "name": "x"}
+    json.dumps(_finite(summary), allow_nan=False)
