@@ -28,6 +28,7 @@ from chaos import report
 from chaos.relay import Relay
 from chaos.scenarios import Stage, request_body, run_all
 from registry_scripts.actions import promote
+from serving.database import first_line
 from training.config import load_config
 from training.errors import TrainingError
 from training.job import train
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         with scratch("chaos", args.database_url) as (workdir, url):
             outcomes = run(args, workdir, url)
     except SQLAlchemyError as exc:
-        print(f"error: --database-url: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(f"error: --database-url: {first_line(exc)}", file=sys.stderr)
         return 2
     except (ServerError, TrainingError, mlflow.exceptions.MlflowException) as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)

@@ -19,10 +19,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from monitoring import job, outcomes, reference
 from monitoring.drift import Thresholds
 from monitoring.errors import MonitoringError
-from monitoring.settings import MonitoringSettings
 from serving.database import first_line, make_engine, safe_url
 from serving.errors import ServingError
 from serving.registry import configure_mlflow
+from serving.settings import LogStoreSettings
 
 
 def _version(text: str) -> int | None:
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
     try:
-        settings = MonitoringSettings(**({"database_url": args.database_url} if args.database_url else {}))
+        settings = LogStoreSettings(**({"database_url": args.database_url} if args.database_url else {}))
         if args.command == "drift":
             thresholds = Thresholds(
                 **{

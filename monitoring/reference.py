@@ -28,6 +28,7 @@ class VersionFacts:
     """A version's labels, costs and holdout figures."""
 
     version: int
+    run_id: str
     experiment_id: str
     labels: tuple[str, str]  # (negative, positive)
     costs: dict[str, float]
@@ -81,13 +82,13 @@ def facts(client: MlflowClient, name: str, version: int) -> VersionFacts:
             f"model {name!r} version {version} was not trained by `python -m training` (no {exc.args[0]})"
         ) from exc
     holdout = {key: metrics[key] for key in HOLDOUT_METRICS if key in metrics}
-    return VersionFacts(version, run.info.experiment_id, labels, costs, holdout)
+    return VersionFacts(version, run.info.run_id, run.info.experiment_id, labels, costs, holdout)
 
 
 def load(client: MlflowClient, name: str, version: int) -> Reference:
     """The reference sample, its scores and mean |SHAP| stored with a version's training run."""
     found = facts(client, name, version)
-    run_id = client.get_model_version(name, str(version)).run_id or ""
+    run_id = found.run_id
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = Path(

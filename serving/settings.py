@@ -9,7 +9,31 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
-class ServingSettings(BaseSettings):
+class LogStoreSettings(BaseSettings):
+    """Where the prediction log is and the key of its pseudonyms: what every reader of the log needs."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    database_url: str = Field(
+        default="sqlite:///serving.db",
+        validation_alias=AliasChoices("SERVING_DATABASE_URL", "DATABASE_URL", "database_url"),
+        description="log store (SQLAlchemy URL); PostgreSQL in production",
+    )
+    entity_id_hmac_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "SERVING_ENTITY_ID_HMAC_KEY", "ENTITY_ID_HMAC_KEY", "entity_id_hmac_key"
+        ),
+        description="when set, logged entity ids are HMAC-SHA256 pseudonyms",
+    )
+
+    @property
+    def hmac_key(self) -> bytes | None:
+        """The key of entity-id pseudonyms, or None when ids are logged as given."""
+        return self.entity_id_hmac_key.get_secret_value().encode() if self.entity_id_hmac_key else None
+
+
+class ServingSettings(LogStoreSettings):
     """Everything `python -m serving` needs; command-line options win over the environment."""
 
     model_config = SettingsConfigDict(env_prefix="SERVING_", extra="forbid", populate_by_name=True)
@@ -21,22 +45,10 @@ class ServingSettings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     poll_seconds: float = Field(default=10.0, gt=0, description="how often the registry is read")
 
-    database_url: str = Field(
-        default="sqlite:///serving.db",
-        validation_alias=AliasChoices("SERVING_DATABASE_URL", "DATABASE_URL", "database_url"),
-        description="log store (SQLAlchemy URL); PostgreSQL in production",
-    )
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         validation_alias=AliasChoices("SERVING_API_KEYS", "API_KEYS", "api_keys"),
         description="comma-separated keys, each `secret` or `key_id:secret`; empty = no auth",
-    )
-    entity_id_hmac_key: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices(
-            "SERVING_ENTITY_ID_HMAC_KEY", "ENTITY_ID_HMAC_KEY", "entity_id_hmac_key"
-        ),
-        description="when set, logged entity ids are HMAC-SHA256 pseudonyms",
     )
     max_body_bytes: int = Field(default=20 * 2**20, gt=0, description="larger request bodies get 413")
     backend_timeout_seconds: float = Field(default=60.0, gt=0, description="then 504")
@@ -71,11 +83,6 @@ class ServingSettings(BaseSettings):
         if not self.alias and not self.stage:
             self.alias = "production"
         return self
-
-    @property
-    def hmac_key(self) -> bytes | None:
-        """The key of entity-id pseudonyms, or None when ids are logged as given."""
-        return self.entity_id_hmac_key.get_secret_value().encode() if self.entity_id_hmac_key else None
 
     @property
     def target(self) -> str:

@@ -38,11 +38,14 @@ class Proxy:
             transport=transport,
         )
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            answer = self._http.request(method, path, **kwargs)
+            return self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise ApiError(None, f"Cannot reach the scoring service at {self._http.base_url}: {exc}") from exc
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        answer = self._send(method, path, **kwargs)
         if answer.status_code >= 400:
             try:
                 detail = str(answer.json().get("message", ""))
@@ -55,11 +58,7 @@ class Proxy:
 
     def ready(self) -> dict[str, Any]:
         """`/ready`'s body, 503 included (it says why)."""
-        try:
-            answer = self._http.get("/ready")
-        except httpx.HTTPError as exc:
-            raise ApiError(None, f"Cannot reach the scoring service at {self._http.base_url}: {exc}") from exc
-        body: dict[str, Any] = answer.json()
+        body: dict[str, Any] = self._send("GET", "/ready").json()
         return body
 
     def model(self) -> dict[str, Any]:
