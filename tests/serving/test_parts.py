@@ -208,6 +208,27 @@ def test_drop_policy_keeps_serving_and_counts_what_it_dropped(tmp_path: Path) ->
     asyncio.run(runtime.close())
 
 
+def test_the_queue_gauges_follow_the_spool(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=10_000)
+    metrics = Metrics(spool_bytes=lambda: spool.size, spool_records=lambda: spool.records)
+
+    def gauge(name: str) -> float:
+        line = next(x for x in metrics.exposition().decode().splitlines() if x.startswith(name + " "))
+        return float(line.split()[1])
+
+    for n in range(3):
+        spool.append({"n": n})
+    assert (gauge("serving_log_queue_records"), gauge("serving_spool_bytes")) == (3, spool.size) != (3, 0)
+    spool.close()
+    again = Spool(tmp_path, max_bytes=10_000)  # A restart counts what an earlier run left.
+    metrics = Metrics(spool_bytes=lambda: again.size, spool_records=lambda: again.records)
+    assert gauge("serving_log_queue_records") == 3
+    for segment in again.seal():
+        again.discard(segment)
+    assert (gauge("serving_log_queue_records"), gauge("serving_spool_bytes")) == (0, 0)
+    again.close()
+
+
 def test_logging_off_spools_nothing_and_ignores_a_full_spool(tmp_path: Path) -> None:
     runtime = _runtime(tmp_path, log_requests=False, spool_max_bytes=10)
     for _ in range(3):
