@@ -90,15 +90,18 @@ class _OneHot:
         unseen: list[list[str]] = [[] for _ in range(len(frame))]
         n_numeric = len(self.numeric)
         encoded[:, :n_numeric] = cells[:, where[:n_numeric]].astype(np.float32)  # None becomes NaN.
-        rows = np.arange(len(frame))
-        for name, column, lookup in zip(self.categorical, where[n_numeric:], self.lookups, strict=True):
-            values = cells[:, column]
-            slots = np.fromiter(map(lookup.get, values, repeat(-1)), dtype=np.intp, count=len(values))
-            found = slots >= 0
-            encoded[rows[found], slots[found]] = 1.0
-            for row in np.flatnonzero(~found).tolist():
-                if values[row] is not None:  # Unseen: all-zero, as in the encoder, and reported.
-                    unseen[row].append(name)
+        values = cells[:, where[n_numeric:]]
+        # One lookup per cell in C (row-major, each cell through its column's table), not a Python loop.
+        slots = np.fromiter(
+            map(dict.get, self.lookups * len(frame), values.ravel(), repeat(-1)),
+            dtype=np.intp,
+            count=values.size,
+        ).reshape(values.shape)
+        found = slots >= 0
+        encoded[found.nonzero()[0], slots[found]] = 1.0
+        for row, column in zip(*(~found).nonzero(), strict=True):
+            if values[row, column] is not None:  # Unseen: all-zero, as in the encoder, and reported.
+                unseen[row].append(self.categorical[column])
         return encoded, unseen
 
 
