@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator, Sequence
+from operator import itemgetter
 from typing import Any
 
 from serving.errors import BadRequest
@@ -138,10 +139,17 @@ def _integer(value: Any, kind: str) -> str | None:
     return None if low <= value <= high else f"is outside the {kind} range [{low}, {high}]"
 
 
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # An integer past the largest double.
+        return False
+
+
 def _number(value: Any, _: str) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return f"must be a number, not {_kind(value)}"
-    return None if math.isfinite(value) else "must be a finite number"
+    return None if _finite(value) else "must be a finite number"
 
 
 def _string(value: Any, _: str) -> str | None:
@@ -172,6 +180,39 @@ def _problem(value: Any, column: Column) -> str | None:
     return check(value, kind) if check else None
 
 
+def _by_column(key: str, value: Any) -> dict[str, Sequence[Any]] | None:
+    """A checked body's values column by column; None when its rows do not all hold the same columns."""
+    if key == "dataframe_split":
+        return dict(zip(value["columns"], zip(*value["data"], strict=True), strict=True))
+    if isinstance(value, dict):
+        return value
+    first = value[0].keys()
+    if any(row.keys() != first for row in value):
+        return None
+    return {name: list(map(itemgetter(name), value)) for name in first}
+
+
+def _clean(values: Sequence[Any], column: Column) -> bool:
+    """Whether no value of one column has a problem, found with C-speed passes over the column."""
+    kind = column["type"]
+    types = set(map(type, values))
+    if type(None) in types:
+        if kind not in _NULLABLE:
+            return False
+        types.discard(type(None))
+        values = [value for value in values if value is not None]
+    if kind in _RANGES:
+        low, high = _RANGES[kind]
+        return types <= {int} and (not values or (low <= min(values) and max(values) <= high))
+    if kind in ("double", "float"):
+        return types <= {int, float} and all(map(_finite, values))
+    if kind == "string":
+        return types <= {str} and "\x00" not in "".join(values)
+    if kind == "boolean":
+        return types <= {bool}
+    return True
+
+
 def check_rows(payload: dict[str, Any], inputs: Sequence[Column]) -> int:
     """Raise `BadRequest` naming every misfit field (the first few); the number of rows otherwise."""
     key, rows, count = _records(payload)
@@ -179,6 +220,15 @@ def check_rows(payload: dict[str, Any], inputs: Sequence[Column]) -> int:
         raise BadRequest(f"{key}: holds no rows")
     columns = {column["name"]: column for column in inputs if "name" in column}
     required = [name for name, column in columns.items() if column.get("required", True)]
+    # Column by column first: a large clean batch is checked without a Python step per field.
+    by_column = _by_column(key, payload[key])
+    if (
+        by_column is not None
+        and set(required) <= set(by_column) <= set(columns)
+        and all(_clean(values, columns[name]) for name, values in by_column.items())
+    ):
+        return count
+    # Row by row, to name the first problems in the order a client reads its rows.
     problems: list[str] = []
     for index, row in rows:
         missing = [name for name in required if name not in row]

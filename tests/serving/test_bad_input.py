@@ -26,6 +26,16 @@ def with_params(**params: Any) -> bytes:
     return json.dumps({"dataframe_records": [ROW], "params": params}).encode()
 
 
+def batch(count: int, *, at: int, orient: str = "split", **changes: Any) -> bytes:
+    """`count` attrition rows, row `at` with some values changed: a problem deep in a large batch."""
+    frame = rows(count).astype(object)
+    for column, value in changes.items():
+        frame.at[at, column] = value
+    if orient == "split":
+        return json.dumps({"dataframe_split": frame.to_dict(orient="split", index=False)}).encode()
+    return json.dumps({"dataframe_records": frame.to_dict(orient="records")}).encode()
+
+
 GOOD = records()
 JSON = "application/json"
 CASES = [
@@ -53,6 +63,14 @@ CASES = [
     ("list-for-number", records(Age=[41]), JSON, 400, "column 'Age': must be an integer, not a list"),
     ("integer-past-long", records(MonthlyIncome=2**63), JSON, 400, "column 'MonthlyIncome': is outside"),
     ("integer-far-past-long", records(MonthlyIncome=10**30), JSON, 400, "is outside the long range"),
+    ("last-of-300-rows", batch(300, at=299, Age="x"), JSON, 400,
+     "row 299, column 'Age': must be an integer, not a string"),
+    ("middle-of-300-records", batch(300, at=150, orient="records", OverTime=1), JSON, 400,
+     "row 150, column 'OverTime': must be a string, not an integer"),
+    ("records-of-two-shapes", json.dumps({"dataframe_records": [
+        {k: v for k, v in ROW.items() if k != "employee_id"}, {**ROW, "Age": "x"}]}).encode(), JSON, 400,
+     "row 1, column 'Age': must be an integer, not a string"),
+    ("null-in-300-rows", batch(300, at=7, JobLevel=None), JSON, 400, "row 7, column 'JobLevel': is null"),
     ("nan", GOOD.replace(b'"Age": 41', b'"Age": NaN'), JSON, 400, "NaN is not JSON"),
     ("infinity", GOOD.replace(b'"Age": 41', b'"Age": -Infinity'), JSON, 400, "-Infinity is not JSON"),
     ("null-integer", GOOD.replace(b'"Age": 41', b'"Age": null'), JSON, 400,
@@ -79,6 +97,10 @@ CASES = [
     ("threshold-above-one", with_params(threshold=1.5), JSON, 400, "params.threshold must be a number bet"),
     ("threshold-below-zero", with_params(threshold=-0.1), JSON, 400, "between 0 and 1"),
     ("top-k-negative", with_params(top_k=-1), JSON, 400, "params.top_k must be an integer >= 0"),
+    ("threshold-past-double", with_params(threshold=10**400), JSON, 400,
+     "params.threshold: must be a finite number"),
+    ("decimal-past-double", with_params(threshold=0.5).replace(b"0.5", b"1e999"), JSON, 400,
+     "params.threshold: must be a finite number"),
 ]  # fmt: skip
 
 
@@ -121,10 +143,12 @@ def test_good_input_and_its_edges_are_scored(proxy: Proxy) -> None:
         {"dataframe_records": [{k: v for k, v in ROW.items() if k != "employee_id"}]},
         {"dataframe_records": [{**ROW, "Department": "Forschung & Entwicklung 研究 ✓"}]},
         {"dataframe_records": [ROW], "params": {"threshold": 1, "explain": False, "top_k": 0}},
+        split_body(rows(300)),
     ]
     for body in bodies:
         answer = httpx.post(f"{proxy.url}/invocations", json=body, headers=HEADERS, timeout=60)
         assert answer.status_code == 200, (body, answer.text)
+    assert len(answer.json()["predictions"]) == 300
 
 
 def test_unseen_category_is_scored_and_flagged_in_the_log(proxy: Proxy, log_engine: Engine) -> None:

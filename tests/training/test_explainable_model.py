@@ -75,6 +75,8 @@ def test_output_and_additivity(
     totals = result["base_value"] + result["contributions"].map(lambda c: sum(c.values()))
     np.testing.assert_allclose(totals, logit(result["score"].to_numpy()), atol=1e-4)
     assert set(result["contributions"][0]) == set(rows.columns) - {id_column}
+    given = [*result["base_value"], *(v for c in result["contributions"] for v in c.values())]
+    assert all(round(value, 8) == value for value in given)  # 8 decimals, not float32's 17 digits.
     positive = frame[target].unique()
     assert set(result["prediction"]) <= set(positive)
 
