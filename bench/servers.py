@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from serving.backend import free_port, with_own_bin
+from serving.backend import access_log_env, free_port, with_own_bin
 
 
 class ServerError(RuntimeError):
@@ -90,13 +90,13 @@ class Server:
 
 
 def mlflow_server(name: str, model_uri: str, workdir: Path, *, workers: int) -> Server:
-    """`mlflow models serve` on one model, as a user runs it."""
+    """`mlflow models serve` on one model, configured as the proxy runs its backend."""
     port = free_port()
     command = [
         sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
     ]  # fmt: skip
-    env = {"PATH": with_own_bin()}
+    env = {"PATH": with_own_bin(), **access_log_env()}
     return Server(name, f"http://127.0.0.1:{port}", "/ping", command, workdir / f"{name}.log", env)
 
 

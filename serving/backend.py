@@ -36,6 +36,12 @@ def with_own_bin() -> str:
     return os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 
 
+def access_log_env() -> dict[str, str]:
+    """uvicorn's per-request access line off, unless `UVICORN_ACCESS_LOG` is set: the proxy logs requests."""
+    # One log line per request costs the backend's event loop about 0.5 ms on a 2-core machine.
+    return {"UVICORN_ACCESS_LOG": os.environ.get("UVICORN_ACCESS_LOG", "false")}
+
+
 def _die_with_parent() -> None:
     # Linux: the backend gets SIGTERM if the serving process dies, even by SIGKILL.
     with contextlib.suppress(OSError, AttributeError):
@@ -68,7 +74,12 @@ def spawn(info: ModelInfo, *, workers: int, timeout_seconds: float) -> Backend:
         "--workers", str(workers),
         "--timeout", str(max(1, round(timeout_seconds))),
     ]  # fmt: skip
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(), "PATH": with_own_bin()}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
+        "PATH": with_own_bin(),
+        **access_log_env(),
+    }
     # Own session: a Ctrl-C meant for the serving command must not stop the backend mid-request.
     process = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
     logger.info("backend: version %s starting on port %d (pid %d)", info.version, port, process.pid)

@@ -137,6 +137,13 @@ def test_api_keys_with_and_without_ids() -> None:
         parse_keys(["a:0123456789abcdef", "a:fedcba9876543210"])
 
 
+def test_backend_access_log_is_off_unless_the_environment_asks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("UVICORN_ACCESS_LOG", raising=False)
+    assert backends.access_log_env() == {"UVICORN_ACCESS_LOG": "false"}
+    monkeypatch.setenv("UVICORN_ACCESS_LOG", "true")
+    assert backends.access_log_env() == {"UVICORN_ACCESS_LOG": "true"}
+
+
 def test_settings_read_the_environment_and_validate(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://u@h/db")
     monkeypatch.setenv("API_KEYS", "a:0123456789abcdef, b:fedcba9876543210")

@@ -104,6 +104,13 @@ def test_csv_is_forwarded_too(http: httpx.Client) -> None:
     assert [row["employee_id"] for row in answer.json()["predictions"]] == [1, 2]
 
 
+def test_the_backend_prints_no_line_per_request(http: httpx.Client, proxy: Proxy) -> None:
+    assert http.post("/invocations", json=split_body(rows(1))).status_code == 200
+    log = proxy.log()
+    assert "Uvicorn running on" in log  # The backend's own output does reach this log.
+    assert "POST /invocations" not in log
+
+
 def test_rows_are_persisted_with_their_content(http: httpx.Client, log_engine: Engine) -> None:
     request_id = str(uuid.uuid4())
     frame = rows(2, start=10)
