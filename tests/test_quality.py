@@ -50,6 +50,7 @@ def test_the_pyfunc_imports_only_third_party_code() -> None:
         "__future__",
         "itertools",
         "json",
+        "os",
         "typing",
         "joblib",
         "mlflow",

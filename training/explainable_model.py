@@ -4,12 +4,14 @@ It imports nothing from this repository, so any process with the model's own req
 load it. Artifacts: the fitted scikit-learn pipeline, its SHAP TreeExplainer and a metadata file.
 Scoring does not call the pipeline row by row: `load_context` turns its fitted one-hot encoder into
 lookup tables, and the contributions are XGBoost's own TreeSHAP (`pred_contribs`), the algorithm the
-shipped explainer runs, which a test checks value by value.
+shipped explainer runs, which a test checks value by value. Under MLflow's scoring server, whose JSON
+is made of records, it answers records rather than a DataFrame.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from itertools import repeat
 from typing import Any
 
@@ -30,6 +32,9 @@ SINGLE_THREAD_ROWS = 64
 # TreeSHAP runs in float32: its values widened to float64 print 17 digits that every JSON answer
 # pays for; 8 decimals keep each value within 5e-9 of XGBoost's own and encode about 15% faster.
 DECIMALS = 8
+# Set by MLflow's scoring server, which turns a DataFrame answer into records for its JSON: served,
+# the model hands it those records and skips a DataFrame built only to be taken apart (~1.8 ms a request).
+SERVING_ENVIRONMENT = "_MLFLOW_IS_IN_SERVING_ENVIRONMENT"
 
 
 def _bad_input(message: str) -> MlflowException:
@@ -105,6 +110,13 @@ class _OneHot:
         return encoded, unseen
 
 
+def _records(columns: dict[str, Any]) -> list[dict[str, Any]]:
+    """What `pd.DataFrame(columns).to_dict(orient="records")` gives, without the DataFrame."""
+    names = list(columns)
+    values = [value.tolist() if isinstance(value, np.ndarray) else value for value in columns.values()]
+    return [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
+
+
 class ExplainableClassifier(PythonModel):
     """Scores rows and explains each score with per-feature SHAP values in log-odds."""
 
@@ -147,7 +159,8 @@ class ExplainableClassifier(PythonModel):
         return float(threshold), bool(explain), int(top_k)
 
     def _contributions(self, booster: xgb.Booster, rows: xgb.DMatrix, top_k: int) -> list[dict[str, float]]:
-        shap_values = booster.predict(rows, pred_contribs=True)[:, :-1]
+        # The reshape keeps zero rows two-dimensional: XGBoost answers them with a flat empty array.
+        shap_values = booster.predict(rows, pred_contribs=True).reshape(-1, self._encode.width + 1)[:, :-1]
         # Encoded columns are grouped by raw feature, so one reduceat sums them back. Not a matrix
         # product: BLAS threads would fight XGBoost's spinning OpenMP threads for the cores.
         raw = np.add.reduceat(shap_values, self._encode.starts, axis=1, dtype=np.float64).round(DECIMALS)
@@ -162,7 +175,7 @@ class ExplainableClassifier(PythonModel):
         context: PythonModelContext | None,
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
-    ) -> pd.DataFrame:
+    ) -> pd.DataFrame | list[dict[str, Any]]:
         """One row per input row: score, label, threshold, base value, unseen categories, contributions."""
         threshold, explain, top_k = self._options(params)
         missing = [c for c in self._inputs if c not in model_input.columns]
@@ -184,6 +197,8 @@ class ExplainableClassifier(PythonModel):
         output["unseen_categories"] = unseen
         if explain:
             output["contributions"] = self._contributions(booster, rows, top_k)
+        if os.environ.get(SERVING_ENVIRONMENT) == "true":
+            return _records(output)
         return pd.DataFrame(output)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import re
 import subprocess
@@ -12,7 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import mlflow
+import pandas as pd
 import pytest
+from mlflow.pyfunc import scoring_server
 from sqlalchemy import Engine, text
 
 from serving.entities import main as load_entities
@@ -94,6 +98,18 @@ def test_invocations_answers_like_the_bare_scoring_server(
     assert through_proxy.headers["X-Model-Version"] == "1"
     uuid.UUID(through_proxy.headers["X-Request-ID"])
     assert len(through_proxy.json()["predictions"]) == 3
+
+
+def test_the_backend_answers_the_in_process_frame_byte_for_byte(backend_url: str, served: str) -> None:
+    frame = rows(5)
+    frame.loc[2, "OverTime"] = "Sometimes"  # Unseen.
+    answer = httpx.post(f"{backend_url}/invocations", json=split_body(frame, top_k=4), timeout=30)
+    expected = mlflow.pyfunc.load_model(f"models:/{served}/1").predict(frame, params={"top_k": 4})
+    assert isinstance(expected, pd.DataFrame)
+    buffer = io.StringIO()
+    scoring_server.predictions_to_json(expected, buffer)
+    assert answer.status_code == 200
+    assert answer.text == buffer.getvalue()
 
 
 def test_csv_is_forwarded_too(http: httpx.Client) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +14,10 @@ import pandas as pd
 import pytest
 import shap
 from mlflow.exceptions import MlflowException
-from mlflow.pyfunc import PyFuncModel
+from mlflow.pyfunc import PyFuncModel, scoring_server
 
 from tests.conftest import REPO
+from training.explainable_model import SERVING_ENVIRONMENT
 from training.features import encoded_to_raw
 from training.job import TrainingOutcome
 
@@ -134,6 +137,38 @@ def test_params_threshold_explain_and_top_k(attrition_model: PyFuncModel) -> Non
         assert len(top_c) == 3
         strongest = sorted(all_c, key=lambda k: -abs(all_c[k]))[:3]
         assert set(top_c) == set(strongest)
+
+
+def as_served(predictions: object) -> str:
+    """The body MLflow's scoring server answers for these predictions."""
+    buffer = io.StringIO()
+    scoring_server.predictions_to_json(predictions, buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("params", [None, {"top_k": 3, "threshold": 0.9}, {"explain": False}])
+def test_served_the_model_answers_its_frame_as_records(
+    attrition_model: PyFuncModel, monkeypatch: pytest.MonkeyPatch, params: dict[str, Any] | None
+) -> None:
+    rows = inputs(ATTRITION, "Attrition", 20)
+    rows.loc[3, "JobRole"] = "Unseen_Role"
+    frame = predict(attrition_model, rows, params)
+    empty = predict(attrition_model, rows.head(0), params)
+    assert empty.empty and list(empty.columns) == list(frame.columns)
+    monkeypatch.setenv(SERVING_ENVIRONMENT, "true")
+    served = attrition_model.predict(rows, params=params)
+    assert isinstance(served, list)
+    assert served == frame.to_dict(orient="records")
+    assert as_served(served) == as_served(frame)
+    assert attrition_model.predict(rows.head(0), params=params) == []
+
+
+def test_mlflow_scoring_server_says_it_serves_as_the_model_expects(
+    attrition_model: PyFuncModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SERVING_ENVIRONMENT, "false")  # Undone after the test, whatever `init` sets.
+    scoring_server.init(attrition_model)
+    assert os.environ.get(SERVING_ENVIRONMENT) == "true"
 
 
 @pytest.mark.parametrize(
