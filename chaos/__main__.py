@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --database-url: {first_line(exc)}", file=sys.stderr)
         return 2
     except (ServerError, TrainingError, mlflow.exceptions.MlflowException) as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(f"error: {first_line(exc)}", file=sys.stderr)
         return 2
     environment = {
         "run": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -82,6 +82,6 @@ def migrate(engine: Engine) -> None:
 
 
 def first_line(exc: BaseException) -> str:
-    """The first line of a database error, without SQLAlchemy's wrapping."""
+    """An error's first line (a database error's without SQLAlchemy's wrapping), or its type if empty."""
     original = getattr(exc, "orig", None) or exc
     return str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
