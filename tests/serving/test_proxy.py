@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import json
 import re
 import subprocess
@@ -16,11 +15,10 @@ import httpx
 import mlflow
 import pandas as pd
 import pytest
-from mlflow.pyfunc import scoring_server
 from sqlalchemy import Engine, text
 
 from serving.entities import main as load_entities
-from tests.conftest import REPO
+from tests.conftest import REPO, as_served
 from tests.serving.conftest import (
     API_KEY,
     HEADERS,
@@ -106,10 +104,8 @@ def test_the_backend_answers_the_in_process_frame_byte_for_byte(backend_url: str
     answer = httpx.post(f"{backend_url}/invocations", json=split_body(frame, top_k=4), timeout=30)
     expected = mlflow.pyfunc.load_model(f"models:/{served}/1").predict(frame, params={"top_k": 4})
     assert isinstance(expected, pd.DataFrame)
-    buffer = io.StringIO()
-    scoring_server.predictions_to_json(expected, buffer)
     assert answer.status_code == 200
-    assert answer.text == buffer.getvalue()
+    assert answer.text == as_served(expected)
 
 
 def test_csv_is_forwarded_too(http: httpx.Client) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import shap
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PyFuncModel, scoring_server
 
-from tests.conftest import REPO
+from tests.conftest import REPO, as_served
 from training.explainable_model import SERVING_ENVIRONMENT
 from training.features import encoded_to_raw
 from training.job import TrainingOutcome
@@ -137,13 +136,6 @@ def test_params_threshold_explain_and_top_k(attrition_model: PyFuncModel) -> Non
         assert len(top_c) == 3
         strongest = sorted(all_c, key=lambda k: -abs(all_c[k]))[:3]
         assert set(top_c) == set(strongest)
-
-
-def as_served(predictions: object) -> str:
-    """The body MLflow's scoring server answers for these predictions."""
-    buffer = io.StringIO()
-    scoring_server.predictions_to_json(predictions, buffer)
-    return buffer.getvalue()
 
 
 @pytest.mark.parametrize("params", [None, {"top_k": 3, "threshold": 0.9}, {"explain": False}])
