@@ -20,7 +20,7 @@ from bench import measure, report
 from bench.build import OURS, SEED_STYLE_PARAMS, build
 from bench.logcheck import count_logged, quiet_logging, scratch
 from bench.servers import Server, ServerError, backend_url, mlflow_server, proxy
-from serving.database import first_line
+from logstore.database import first_line
 from training.errors import TrainingError
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "attrition.csv"

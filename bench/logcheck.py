@@ -16,7 +16,9 @@ from pathlib import Path
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
-from serving.tables import inference_predictions, inference_requests
+from logstore.tables import inference_predictions, inference_requests
+
+logger = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -27,6 +29,7 @@ def fresh_database(admin_url: str, *, prefix: str = "bench") -> Iterator[str]:
     try:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
+        logger.info("scratch database %s created", name)
         yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as connection:

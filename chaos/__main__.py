@@ -27,8 +27,8 @@ from bench.servers import ServerError
 from chaos import report
 from chaos.relay import Relay
 from chaos.scenarios import Stage, request_body, run_all
+from logstore.database import first_line
 from registry_scripts.actions import promote
-from serving.database import first_line
 from training.config import load_config
 from training.errors import TrainingError
 from training.job import train

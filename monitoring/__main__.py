@@ -16,13 +16,13 @@ from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
+from logstore.database import first_line, make_engine, safe_url
+from logstore.errors import LogStoreError
+from logstore.settings import LogStoreSettings
 from monitoring import job, outcomes, reference
 from monitoring.drift import Thresholds
 from monitoring.errors import MonitoringError
-from serving.database import first_line, make_engine, safe_url
-from serving.errors import ServingError
-from serving.registry import configure_mlflow
-from serving.settings import LogStoreSettings
+from registry_scripts.tracking import configure_mlflow
 
 
 def _version(text: str) -> int | None:
@@ -93,9 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_mlflow()
     client = MlflowClient()
     try:
-        engine = make_engine(settings.database_url)
-    except ServingError as exc:
-        print(f"error: --database-url: {exc.message}", file=sys.stderr)
+        engine = make_engine(settings.database_url, must_exist=True)
+    except LogStoreError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
         return 2
     try:
         if args.command == "outcomes":

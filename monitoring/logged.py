@@ -7,7 +7,7 @@ from datetime import datetime
 import pandas as pd
 from sqlalchemy import Engine, func, select
 
-from serving.tables import inference_outcomes, inference_predictions, inference_requests
+from logstore.tables import inference_outcomes, inference_predictions, inference_requests
 
 COLUMNS = [
     "request_id", "row_index", "received_at", "model_version", "input", "score", "prediction",

@@ -9,9 +9,9 @@ import pandas as pd
 from pydantic import ValidationError
 from sqlalchemy import Engine
 
+from logstore.errors import LogStoreError
+from logstore.feedback import Feedback, record
 from monitoring.errors import MonitoringError
-from serving.errors import ServingError
-from serving.feedback import Feedback, record
 
 COLUMNS = {"request_id", "row", "entity_id", "label", "observed_at"}
 
@@ -51,5 +51,5 @@ def store(
             engine, outcomes=outcomes, model_name=model, labels=labels, hmac_key=hmac_key, source="csv",
             positions=[f"{path} line {index + 2}" for index in range(len(outcomes))],
         )  # fmt: skip
-    except ServingError as exc:
+    except LogStoreError as exc:
         raise MonitoringError(f"--csv: {exc.message}") from exc

@@ -8,7 +8,6 @@ import os
 import sys
 import warnings
 
-import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -16,8 +15,7 @@ from registry_scripts import actions
 from registry_scripts.errors import RegistryError
 from registry_scripts.gates import holdout_auc
 from registry_scripts.registry import drift, versions
-
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+from registry_scripts.tracking import configure_mlflow
 
 
 def _flag(text: str) -> bool:
@@ -111,9 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings(
         "ignore", message=".*(stage|get_latest_versions).*deprecated", category=FutureWarning
     )
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        mlflow.set_tracking_uri(DEFAULT_TRACKING_URI)
+    configure_mlflow()
     client = MlflowClient()
     try:
         if args.command == "list":

@@ -14,16 +14,18 @@ import uvicorn
 from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 
+from logstore.database import make_engine, migrate, safe_url, wait_for
+from logstore.errors import LogStoreError
+from logstore.spool import Spool
+from logstore.writer import LogWriter
+from registry_scripts.tracking import configure_mlflow
 from serving.app import create_app
 from serving.auth import parse_keys
-from serving.database import make_engine, migrate, safe_url, wait_for
+from serving.backend import die_with_parent
 from serving.errors import ServingError
 from serving.metrics import Metrics
-from serving.registry import configure_mlflow
 from serving.runtime import Runtime
 from serving.settings import ServingSettings
-from serving.spool import Spool
-from serving.writer import LogWriter
 
 logger = logging.getLogger("serving")
 
@@ -65,7 +67,7 @@ async def serve(settings: ServingSettings) -> int:
     spool = Spool(settings.spool_dir, max_bytes=settings.spool_max_bytes)
     metrics = Metrics(spool_bytes=lambda: spool.size, spool_records=lambda: spool.records)
     writer = LogWriter(
-        spool, engine, flush_seconds=settings.flush_seconds, hmac_key=settings.hmac_key, metrics=metrics
+        spool, engine, flush_seconds=settings.flush_seconds, hmac_key=settings.hmac_key, events=metrics
     )
     runtime = Runtime(
         settings, engine=engine, spool=spool, writer=writer, keys=keys, client=MlflowClient(), metrics=metrics
@@ -113,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     """Validate the settings, then serve."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = parse_args(argv)
+    # Under `mlflow run -e serve` (or any supervisor), stop with the parent instead of outliving it.
+    die_with_parent()
     try:
         settings = ServingSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
@@ -121,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_mlflow()
     try:
         return asyncio.run(serve(settings))
-    except ServingError as exc:
+    except (ServingError, LogStoreError) as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
 

@@ -5,42 +5,32 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import uuid
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import mlflow
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
-from serving import feedback, store
+from logstore import feedback, store
+from logstore.errors import LogStoreError
+from logstore.records import pseudonym
 from serving.auth import identify
 from serving.drift import latest_summary
 from serving.entities import restore_id
-from serving.errors import BadRequest, NotFound, PayloadTooLarge, ServingError, Unavailable
+from serving.errors import BadRequest, NotFound, ServingError, Unavailable, from_store
 from serving.openapi import BY_ID_BODY, INVOCATIONS_BODY, PREDICTIONS, errors
-from serving.records import pseudonym
 from serving.runtime import Runtime
-from serving.upstream import translate
-from serving.validation import JSON_TYPE, check_params, check_rows, media_type, parse
+from serving.scoring import error_body, error_response, read_body, score
+from serving.validation import JSON_TYPE, check_params, media_type, parse
 from serving.waterfall import render_png
 
 logger = logging.getLogger(__name__)
 ENTITY_ID_MAX = 256  # The width of the entity table's id column.
-
-
-def _error_body(error_code: str, message: str) -> dict[str, str]:
-    # The shape of MLflow's own error bodies, less the stack trace, so clients handle one format.
-    return {"error_code": error_code, "message": message}
-
-
-def error_response(error: ServingError, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The JSON answer for one of our errors."""
-    return JSONResponse(_error_body(error.error_code, error.message), error.status_code, headers=headers)
+BY_ID_BODY_BYTES = 64 * 1024
 
 
 async def _serving_error(_: Request, exc: Exception) -> Response:
@@ -48,23 +38,28 @@ async def _serving_error(_: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
+async def _store_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LogStoreError)
+    return error_response(from_store(exc))
+
+
 async def _validation_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     problems = [f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()]
-    return JSONResponse(_error_body("INVALID_PARAMETER_VALUE", "; ".join(problems)), 400)
+    return JSONResponse(error_body("INVALID_PARAMETER_VALUE", "; ".join(problems)), 400)
 
 
 async def _http_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     codes = {404: "ENDPOINT_NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
     return JSONResponse(
-        _error_body(codes.get(exc.status_code, "BAD_REQUEST"), str(exc.detail)), exc.status_code
+        error_body(codes.get(exc.status_code, "BAD_REQUEST"), str(exc.detail)), exc.status_code
     )
 
 
 async def _unexpected(_: Request, exc: Exception) -> Response:
     logger.error("unexpected error", exc_info=exc)
-    return JSONResponse(_error_body("INTERNAL_ERROR", "internal error; see the proxy's log"), 500)
+    return JSONResponse(error_body("INTERNAL_ERROR", "internal error; see the proxy's log"), 500)
 
 
 def _runtime(request: Request) -> Runtime:
@@ -77,30 +72,6 @@ def require_key(request: Request) -> str | None:
     return identify(_runtime(request).keys, request.headers.get("x-api-key"))
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    too_large = PayloadTooLarge(f"request body is over the limit of {limit} bytes (SERVING_MAX_BODY_BYTES)")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _request_id(request: Request) -> str:
-    given = request.headers.get("x-request-id")
-    if given is None:
-        return str(uuid.uuid4())
-    try:
-        return str(uuid.UUID(given))
-    except ValueError as exc:
-        raise BadRequest("X-Request-ID: must be a UUID") from exc
-
-
 async def _logged_request(runtime: Runtime, request_id: uuid.UUID) -> dict[str, Any]:
     found = await runtime.on_database(store.get_request, request_id=request_id)
     if found is None:
@@ -109,46 +80,6 @@ async def _logged_request(runtime: Runtime, request_id: uuid.UUID) -> dict[str, 
 
 
 Key = Annotated[str | None, Depends(require_key)]
-BodyMaker = Callable[[], Awaitable[tuple[bytes, str]]]
-
-
-async def _scored(request: Request, endpoint: str, make_body: BodyMaker) -> Response:
-    """Forward one scoring request, spool its log record, and answer, whatever happened."""
-    runtime = _runtime(request)
-    received_at, started = datetime.now(UTC), time.perf_counter()
-    request_id, key_id, backend, upstream_ms = str(uuid.uuid4()), None, None, None
-    body, content_type = b"", request.headers.get("content-type", JSON_TYPE)
-    answer: bytes | None = None
-    error: ServingError | None = None
-    try:
-        request_id = _request_id(request)
-        key_id = identify(runtime.keys, request.headers.get("x-api-key"))
-        body, content_type = await make_body()
-        reply, backend, upstream_ms = await runtime.forward(body, content_type)
-        if reply.status_code != 200:
-            raise translate(reply.status_code, reply.content)
-        answer = reply.content
-    except ServingError as exc:
-        error = exc
-    try:
-        runtime.log(
-            request_id=request_id, received_at=received_at, key_id=key_id, endpoint=endpoint,
-            backend=backend, status_code=error.status_code if error else 200,
-            total_ms=(time.perf_counter() - started) * 1000, upstream_ms=upstream_ms,
-            content_type=content_type, body=body, response=answer, error=error.message if error else None,
-        )  # fmt: skip
-    except ServingError as exc:  # The spool is full and the policy is to refuse.
-        error = error or exc
-    served = backend or runtime.backend
-    runtime.metrics.answered(
-        endpoint=endpoint, status=error.status_code if error else 200,
-        version=served.info.version if served else None, seconds=time.perf_counter() - started,
-        upstream_seconds=None if upstream_ms is None else upstream_ms / 1000,
-    )  # fmt: skip
-    if error is not None or answer is None or backend is None:
-        return error_response(error or Unavailable("no answer"), {"X-Request-ID": request_id})
-    headers = {"X-Request-ID": request_id, "X-Model-Version": str(backend.info.version)}
-    return Response(answer, 200, media_type=JSON_TYPE, headers=headers)
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -159,15 +90,27 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     app.add_exception_handler(ServingError, _serving_error)
+    app.add_exception_handler(LogStoreError, _store_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
     limit = runtime.settings.max_body_bytes
 
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        """The proxy process is alive."""
-        return {"status": "ok"}
+    async def ping() -> Response:
+        """As `mlflow models serve` answers: 200 and a newline while a model version is served."""
+        if runtime.backend is None:
+            raise Unavailable(f"the model server is not running: {runtime.not_ready}")
+        return Response("\n", media_type=JSON_TYPE)
+
+    for path in ("/ping", "/health"):
+        app.get(path, response_class=Response, responses={200: {"content": {JSON_TYPE: {}}}, **errors(503)})(
+            ping
+        )
+
+    @app.get("/version", response_class=Response, responses={200: {"content": {JSON_TYPE: {}}}})
+    async def version() -> Response:
+        """As `mlflow models serve` answers: the MLflow version, as plain text."""
+        return Response(mlflow.__version__, media_type=JSON_TYPE)
 
     @app.get("/ready", responses=errors(503))
     async def ready() -> Response:
@@ -176,6 +119,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         if problem := await runtime.ping_backend():
             reasons.append(problem)
         if problem := await runtime.ping_database():
+            reasons.append(problem)
+        if problem := runtime.writer_problem():
             reasons.append(problem)
         version = runtime.backend.info.version if runtime.backend else None
         body = {"status": "not ready" if reasons else "ready", "model_version": version, "reasons": reasons}
@@ -203,16 +148,16 @@ def create_app(runtime: Runtime) -> FastAPI:
         """MLflow's scoring protocol, unchanged; adds X-Request-ID and X-Model-Version."""
 
         async def body() -> tuple[bytes, str]:
-            raw = await _read_body(request, limit)
+            raw = await read_body(request, limit)
             content_type = request.headers.get("content-type", JSON_TYPE)
             backend = runtime.backend
-            if media_type(content_type) == JSON_TYPE and backend is not None:
-                payload = parse(raw)
-                check_rows(payload, backend.info.inputs)
-                check_params(payload, backend.info.params)
+            if backend is None:
+                media_type(content_type)
+            else:
+                await runtime.checker.check(raw, content_type, backend.info.inputs, backend.info.params)
             return raw, content_type
 
-        return await _scored(request, "/invocations", body)
+        return await score(request, runtime, "/invocations", body)
 
     @app.post(
         "/predict/by-id/{entity_id}",
@@ -223,8 +168,10 @@ def create_app(runtime: Runtime) -> FastAPI:
         """Score an entity from the entity table; an optional JSON body may carry `params`."""
 
         async def body() -> tuple[bytes, str]:
-            raw = await _read_body(request, limit)
+            raw = await read_body(request, limit)
             params = None
+            if len(raw) > BY_ID_BODY_BYTES:
+                raise BadRequest(f"body: holds only params here, at most {BY_ID_BODY_BYTES} bytes")
             if raw.strip():
                 payload = parse(raw)
                 if set(payload) - {"params"}:
@@ -249,7 +196,7 @@ def create_app(runtime: Runtime) -> FastAPI:
                 document["params"] = params
             return json.dumps(document).encode(), JSON_TYPE
 
-        return await _scored(request, "/predict/by-id/{entity_id}", body)
+        return await score(request, runtime, "/predict/by-id/{entity_id}", body)
 
     @app.post(
         "/feedback",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from dataclasses import dataclass
 
@@ -18,12 +17,13 @@ class ApiKey:
 
 
 def parse_keys(entries: list[str]) -> list[ApiKey]:
-    """`secret` or `key_id:secret` entries; an id defaults to a short hash of the secret."""
+    """`key_id:secret` entries; the id is logged in place of the key."""
     keys = []
-    for entry in entries:
+    for number, entry in enumerate(entries, start=1):
         key_id, sep, secret = entry.partition(":")
-        if not sep:
-            key_id, secret = "key-" + hashlib.sha256(entry.encode()).hexdigest()[:8], entry
+        if not sep or not key_id:
+            # An id computed from the secret alone would let whoever reads the log confirm a guessed key.
+            raise ConfigurationError(f"API_KEYS: entry {number} has no id; write it as key_id:secret")
         if len(secret) < 16:
             raise ConfigurationError(f"API_KEYS: key {key_id!r} is shorter than 16 characters")
         keys.append(ApiKey(key_id, secret.encode()))

@@ -42,8 +42,8 @@ def access_log_env() -> dict[str, str]:
     return {"UVICORN_ACCESS_LOG": os.environ.get("UVICORN_ACCESS_LOG", "false")}
 
 
-def _die_with_parent() -> None:
-    # Linux: the backend gets SIGTERM if the serving process dies, even by SIGKILL.
+def die_with_parent() -> None:
+    """Linux: this process gets SIGTERM when its parent dies, even by SIGKILL."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
@@ -81,7 +81,7 @@ def spawn(info: ModelInfo, *, workers: int, timeout_seconds: float) -> Backend:
         **access_log_env(),
     }
     # Own session: a Ctrl-C meant for the serving command must not stop the backend mid-request.
-    process = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
+    process = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=die_with_parent)  # noqa: PLW1509
     logger.info("backend: version %s starting on port %d (pid %d)", info.version, port, process.pid)
     return Backend(info=info, url=f"http://127.0.0.1:{port}", process=process)
 

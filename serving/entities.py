@@ -17,12 +17,14 @@ from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from serving.database import first_line, make_engine, migrate, safe_url
+from logstore.database import first_line, make_engine, migrate, safe_url
+from logstore.errors import LogStoreError
+from logstore.records import pseudonym
+from logstore.store import upsert_entities
+from registry_scripts.tracking import configure_mlflow
 from serving.errors import ServingError
-from serving.records import pseudonym
-from serving.registry import ModelInfo, configure_mlflow, describe, resolve
+from serving.registry import ModelInfo, describe, resolve
 from serving.settings import ServingSettings
-from serving.store import upsert_entities
 
 
 def entity_features(
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"error: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", file=sys.stderr)
         return 2
-    except ServingError as exc:
+    except (ServingError, LogStoreError) as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
     except (OSError, ValueError) as exc:

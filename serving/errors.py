@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+from logstore.errors import (
+    InvalidOutcome,
+    LogStoreError,
+    StoreConfigError,
+    StoreUnavailable,
+    UnknownPrediction,
+)
+
+MAX_MESSAGE = 1000
+
 
 class ServingError(Exception):
     """Base error; the app turns it into `{"error_code": ..., "message": ...}` with its status."""
@@ -10,6 +20,8 @@ class ServingError(Exception):
     error_code = "INTERNAL_ERROR"
 
     def __init__(self, message: str) -> None:
+        if len(message) > MAX_MESSAGE:  # Answered and stored: never as large as what the client sent.
+            message = f"{message[: MAX_MESSAGE - 40]}... (cut from {len(message)} characters)"
         super().__init__(message)
         self.message = message
 
@@ -73,3 +85,22 @@ class BackendTimeout(ServingError):
 
     status_code = 504
     error_code = "DEADLINE_EXCEEDED"
+
+
+class ClientClosed(ServingError):
+    """The client hung up before its request was read or answered (nginx's 499; nothing is sent)."""
+
+    status_code = 499
+    error_code = "CLIENT_CLOSED_REQUEST"
+
+
+def from_store(exc: LogStoreError) -> ServingError:
+    """The HTTP error for a log-store error."""
+    kinds: list[tuple[type[LogStoreError], type[ServingError]]] = [
+        (InvalidOutcome, BadRequest), (UnknownPrediction, NotFound),
+        (StoreUnavailable, Unavailable), (StoreConfigError, ConfigurationError),
+    ]  # fmt: skip
+    for store_kind, ours in kinds:
+        if isinstance(exc, store_kind):
+            return ours(exc.message)
+    return ServingError(exc.message)

@@ -69,6 +69,11 @@ class Metrics:
             "Records dropped because the spool was full (policy 'drop')",
             registry=self.registry,
         )
+        self.writer_restarts = Counter(
+            "serving_log_writer_restarts",
+            "Restarts of the log writer after it crashed (the records wait in the spool meanwhile)",
+            registry=self.registry,
+        )
         self.restarts = Counter(
             "serving_backend_restarts", "Model servers restarted after they exited", registry=self.registry
         )
@@ -110,6 +115,18 @@ class Metrics:
             version = str(versions.get(row["request_id"], ""))
             self.rows.labels(version).inc()
             self.scores.labels(version).observe(row["score"])
+
+    def write_failed(self) -> None:
+        """Count a failed log-store write."""
+        self.log_failures.inc()
+
+    def rejected(self) -> None:
+        """Count a record the log store refused."""
+        self.log_rejected.inc()
+
+    def writer_restarted(self) -> None:
+        """Count a restart of the crashed log writer."""
+        self.writer_restarts.inc()
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -14,14 +13,6 @@ from mlflow.tracking import MlflowClient
 from serving.errors import ConfigurationError
 
 REPORTED_METRICS = ("threshold", "cv_roc_auc")
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-
-
-def configure_mlflow() -> None:
-    """The embedded store in the working directory unless MLFLOW_TRACKING_URI is set; no progress bars."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        mlflow.set_tracking_uri(DEFAULT_TRACKING_URI)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,16 +19,19 @@ from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from logstore import database
+from logstore.errors import SpoolFull, SpoolWriteFailed, StoreUnavailable
+from logstore.records import spooled_body
+from logstore.spool import Spool
+from logstore.writer import LogWriter
 from serving import backend as backends
-from serving import database
 from serving.auth import ApiKey
 from serving.backend import Backend
+from serving.checks import Checker
 from serving.errors import BackendTimeout, ServingError, Unavailable
 from serving.metrics import Metrics
 from serving.registry import describe, resolve
 from serving.settings import ServingSettings
-from serving.spool import Spool, SpoolFull
-from serving.writer import LogWriter
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,6 +79,7 @@ class Runtime:
         # registry follower, which shares asyncio's default executor.
         self._database = ThreadPoolExecutor(max_workers=4, thread_name_prefix="log-store")
         self._ping: asyncio.Future[None] | None = None
+        self.checker = Checker()
 
     @property
     def _http(self) -> aiohttp.ClientSession:
@@ -92,6 +97,7 @@ class Runtime:
     async def start(self) -> None:
         """Start the writer and the backend on the version the registry names, then follow it."""
         self.writer.start()
+        await self.checker.start()
         self._version = await asyncio.to_thread(self._resolve)
         self.backend = await self._launch(self._version)
         self.not_ready = None
@@ -235,14 +241,21 @@ class Runtime:
             await asyncio.wait_for(asyncio.shield(self._ping), READY_DATABASE_SECONDS)
         except TimeoutError:
             return f"log store: no answer within {READY_DATABASE_SECONDS:g} s"
-        except Unavailable as exc:
+        except StoreUnavailable as exc:
             return exc.message
         return None
+
+    def writer_problem(self) -> str | None:
+        """None if the log writer runs, else why not."""
+        if not self.settings.log_requests or self.writer.running:
+            return None
+        return f"log writer: down ({self.writer.crashed or 'not running'}); records wait in the spool"
 
     def log(
         self,
         *,
         request_id: str,
+        client_request_id: uuid.UUID | None,
         received_at: datetime,
         key_id: str | None,
         endpoint: str,
@@ -263,6 +276,7 @@ class Runtime:
         record: dict[str, Any] = {
             "request": {
                 "request_id": request_id,
+                "client_request_id": None if client_request_id is None else str(client_request_id),
                 "received_at": received_at.isoformat(),
                 "key_id": key_id,
                 "endpoint": endpoint,
@@ -275,16 +289,18 @@ class Runtime:
                 "error": error,
             },
             "content_type": content_type,
-            "body": body.decode("utf-8", errors="replace"),
+            **spooled_body(content_type, body),
             "response": None if response is None else response.decode("utf-8", errors="replace"),
             "id_column": info.id_column if info else None,
             "columns": info.columns if info else [],
         }
         try:
             self.spool.append(record)
-        except SpoolFull:
+        except (SpoolFull, SpoolWriteFailed) as exc:
             if self.settings.spool_full == "reject":
                 raise
+            if isinstance(exc, SpoolWriteFailed):
+                logger.error("log: %s; the record is dropped (SERVING_SPOOL_FULL=drop)", exc.message)  # noqa: TRY400 - the message says it all; no traceback
             self.dropped_records += 1
             self.metrics.log_dropped.inc()
             if self.dropped_records == 1 or self.dropped_records % 1000 == 0:
@@ -303,6 +319,7 @@ class Runtime:
             self.backend = None
         if self._session is not None:
             await self._session.close()
+        self.checker.close()
         await asyncio.to_thread(self.writer.close)
         self.spool.close()
         self._database.shutdown(wait=False, cancel_futures=True)

@@ -10,7 +10,7 @@ import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from serving.registry import configure_mlflow
+from registry_scripts.tracking import configure_mlflow
 
 
 def model_uri(name: str, alias: str | None, stage: str | None) -> str:
@@ -42,9 +42,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--stage", default=None, choices=["Staging", "Production"], help="stage to load instead"
     )
     parser.add_argument("--input", required=True, type=Path, help="CSV with the model's input columns")
-    parser.add_argument("--limit", type=int, default=5, help="score the first N rows (default 5)")
+    parser.add_argument("--limit", type=int, default=5, help="score the first N rows (default 5; 0: all)")
     parser.add_argument("--top-k", type=int, default=3, help="drivers shown per row (default 3)")
-    parser.add_argument("--output", type=Path, default=None, help="also write all results as JSON lines")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="write the results as JSON lines instead of printing them"
+    )
     return parser.parse_args(argv)
 
 
@@ -52,12 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     """Load the model by URI, score the rows and print their explanations."""
     args = parse_args(argv)
     configure_mlflow()
-    if args.limit < 1 or args.top_k < 0:
-        print("error: --limit must be >= 1 and --top-k >= 0", file=sys.stderr)
+    if args.limit < 0 or args.top_k < 0:
+        print("error: --limit and --top-k must be >= 0", file=sys.stderr)
         return 2
     uri = model_uri(args.model, args.alias, args.stage)
     try:
-        rows = pd.read_csv(args.input, nrows=args.limit)
+        rows = pd.read_csv(args.input, nrows=args.limit or None)
     except (OSError, ValueError) as exc:
         print(f"error: --input: cannot read {args.input}: {exc}", file=sys.stderr)
         return 2
@@ -79,11 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         None,
     )
     info = model.metadata
+    if args.output:
+        result.to_json(args.output, orient="records", lines=True)
+        print(f"{uri} (run {info.run_id}): {len(result)} rows scored into {args.output}")
+        return 0
     print(f"{uri} (run {info.run_id}):")
     for (_, scored), (_, row) in zip(result.iterrows(), rows.iterrows(), strict=True):
         print("  " + explain_lines(scored, row, id_column))
-    if args.output:
-        result.to_json(args.output, orient="records", lines=True)
     return 0
 
 

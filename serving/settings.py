@@ -5,32 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-
-class LogStoreSettings(BaseSettings):
-    """Where the prediction log is and the key of its pseudonyms: what every reader of the log needs."""
-
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
-
-    database_url: str = Field(
-        default="sqlite:///serving.db",
-        validation_alias=AliasChoices("SERVING_DATABASE_URL", "DATABASE_URL", "database_url"),
-        description="log store (SQLAlchemy URL); PostgreSQL in production",
-    )
-    entity_id_hmac_key: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices(
-            "SERVING_ENTITY_ID_HMAC_KEY", "ENTITY_ID_HMAC_KEY", "entity_id_hmac_key"
-        ),
-        description="when set, logged entity ids are HMAC-SHA256 pseudonyms",
-    )
-
-    @property
-    def hmac_key(self) -> bytes | None:
-        """The key of entity-id pseudonyms, or None when ids are logged as given."""
-        return self.entity_id_hmac_key.get_secret_value().encode() if self.entity_id_hmac_key else None
+from logstore.settings import LogStoreSettings
 
 
 class ServingSettings(LogStoreSettings):

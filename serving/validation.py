@@ -18,6 +18,7 @@ from serving.errors import BadRequest
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 JSON_TYPE, CSV_TYPE, PARQUET_TYPE = "application/json", "text/csv", "application/vnd.apache.parquet"
 MAX_PROBLEMS = 5
+MAX_NAMES, MAX_NAME_CHARS = 5, 40  # An error names a few offending keys, each cut short, and counts the rest.
 _RANGES = {"long": (-(2**63), 2**63 - 1), "integer": (-(2**31), 2**31 - 1)}
 _KINDS = {
     "long": "an integer",
@@ -50,6 +51,14 @@ def media_type(content_type: str) -> str:
     return kind
 
 
+def names(found: set[str] | list[str]) -> str:
+    """A bounded list of offending names: the first few, each cut short, and a count of the others."""
+    ordered = sorted(found)
+    shown = [name if len(name) <= MAX_NAME_CHARS else name[:MAX_NAME_CHARS] + "..." for name in ordered]
+    text = repr(shown[:MAX_NAMES])
+    return text if len(ordered) <= MAX_NAMES else f"{text} and {len(ordered) - MAX_NAMES} more"
+
+
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON; send null for a missing value")
 
@@ -62,6 +71,8 @@ def parse(body: bytes) -> dict[str, Any]:
         payload = json.loads(body, parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:
         raise BadRequest("body: is not UTF-8") from exc
+    except RecursionError as exc:
+        raise BadRequest("body: is nested too deeply to be a scoring request") from exc
     except ValueError as exc:
         raise BadRequest(f"body: is not valid JSON ({exc})") from exc
     if not isinstance(payload, dict):
@@ -88,8 +99,8 @@ def _kind(value: Any) -> str:
 def _split_rows(value: Any) -> tuple[Iterator[tuple[int, dict[str, Any]]], int]:
     if not isinstance(value, dict) or not isinstance(value.get("data"), list):
         raise BadRequest("dataframe_split: must be an object with columns and data lists")
-    if extra := sorted(set(value) - {"columns", "data", "index"}):
-        raise BadRequest(f"dataframe_split: unknown key(s) {extra}")
+    if extra := set(value) - {"columns", "data", "index"}:
+        raise BadRequest(f"dataframe_split: unknown key(s) {names(extra)}")
     columns, data = value.get("columns"), value["data"]
     if not isinstance(columns, list) or not all(isinstance(name, str) for name in columns):
         raise BadRequest("dataframe_split.columns: must be a list of column names")
@@ -113,8 +124,10 @@ def _column_rows(key: str, value: dict[str, Any]) -> tuple[Iterator[tuple[int, d
 
 def _records(payload: dict[str, Any]) -> tuple[str, Iterator[tuple[int, dict[str, Any]]], int]:
     """Which format the body uses, its rows as (index, {column: value}), and the row count."""
-    if unknown := sorted(set(payload) - {*FORMATS, "params"}):
-        raise BadRequest(f"body: unknown key(s) {unknown}; expected one of {', '.join(FORMATS)} and params")
+    if unknown := set(payload) - {*FORMATS, "params"}:
+        raise BadRequest(
+            f"body: unknown key(s) {names(unknown)}; expected one of {', '.join(FORMATS)} and params"
+        )
     given = [key for key in FORMATS if key in payload]
     if len(given) != 1:
         raise BadRequest(f"body: must hold exactly one of {', '.join(FORMATS)}; it holds {given or 'none'}")
@@ -232,11 +245,11 @@ def check_rows(payload: dict[str, Any], inputs: Sequence[Column]) -> int:
     problems: list[str] = []
     for index, row in rows:
         missing = [name for name in required if name not in row]
-        extra = sorted(set(row) - set(columns))
+        extra = set(row) - set(columns)
         if missing:
-            problems.append(f"row {index}: missing column(s) {missing}")
+            problems.append(f"row {index}: missing column(s) {names(missing)}")
         if extra:
-            problems.append(f"row {index}: unknown column(s) {extra}")
+            problems.append(f"row {index}: unknown column(s) {names(extra)}")
         for name, value in row.items():
             if name in columns and (problem := _problem(value, columns[name])):
                 problems.append(f"row {index}, column {name!r}: {problem}")
@@ -255,9 +268,9 @@ def check_params(payload: dict[str, Any], params: Sequence[dict[str, Any]]) -> N
     if not isinstance(given, dict):
         raise BadRequest(f"params: must be an object, not {_kind(given)}")
     declared = {param["name"]: param for param in params}
-    unknown = sorted(set(given) - set(declared))
+    unknown = set(given) - set(declared)
     if unknown:
-        raise BadRequest(f"params: unknown name(s) {unknown}; the model takes {sorted(declared)}")
+        raise BadRequest(f"params: unknown name(s) {names(unknown)}; the model takes {sorted(declared)}")
     for name, value in given.items():
         if value is None:
             raise BadRequest(f"params.{name}: is null; leave it out to use the default")

@@ -24,6 +24,17 @@ TINY = {"trials": 2, "cv_folds": 3}
 POSTGRES_ADMIN = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
+# A test that needs any of these (directly or through other fixtures) is in the integration tier.
+INTEGRATION_FIXTURES = {"attrition", "credit", "postgres_url", "log_db", "start_proxy"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that train a model, start real processes or use PostgreSQL as `integration`."""
+    for item in items:
+        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh SQLite tracking store and artifact directory, used by every test."""

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
-import mlflow
-
+from registry_scripts.tracking import configure_mlflow
 from training.config import available_configs, load_config
 from training.errors import TrainingError
 from training.job import train
-
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
 def _non_negative_int(text: str) -> int:
@@ -62,9 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        mlflow.set_tracking_uri(DEFAULT_TRACKING_URI)
+    configure_mlflow()
     try:
         config = load_config(args.config)
         outcome = train(config, trials=args.trials or None, cv_folds=args.cv_folds or None)

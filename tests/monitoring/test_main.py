@@ -196,3 +196,16 @@ def test_the_proxy_serves_the_latest_drift_summary(
         summary["drifted_features"],
     )
     assert httpx.get(f"{proxy.url}/drift", timeout=30).status_code == 401
+
+
+@pytest.mark.parametrize("command", [["drift"], ["outcomes", "--csv", "outcomes.csv"]])
+def test_without_a_log_store_it_says_what_is_missing_and_creates_nothing(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("DATABASE_URL", "SERVING_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    assert main([command[0], "--model", "attrition", *command[1:]]) == 2
+    err = capsys.readouterr().err
+    assert "DATABASE_URL: no log store at sqlite:///serving.db" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pandas as pd
@@ -19,13 +23,25 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine, create_engine, text
 
-from serving.backend import free_port
+from logstore import store
+from logstore.database import make_engine, migrate
+from logstore.records import decode_body, input_rows
+from logstore.spool import Spool
+from logstore.writer import LogWriter
+from serving.app import create_app
+from serving.auth import parse_keys
+from serving.backend import Backend, free_port
+from serving.metrics import Metrics
+from serving.registry import ModelInfo
+from serving.runtime import Runtime
+from serving.settings import ServingSettings
 from tests.conftest import REPO, fresh_database, register_again, subprocess_env
 from tests.test_clients import production
 from training.job import TrainingOutcome
 
 __all__ = ["free_port", "production"]
 
+T = TypeVar("T")
 API_KEY = "test-key-0123456789abcdef"
 ROTATED_KEY = "next-key-abcdef0123456789"
 HEADERS = {"X-API-Key": API_KEY}
@@ -55,7 +71,7 @@ class Proxy:
         self.log_path = workdir / f"serving-{self.port}.log"
         settings = {
             "DATABASE_URL": database_url,
-            "API_KEYS": f"ops:{API_KEY},{ROTATED_KEY}",
+            "API_KEYS": f"ops:{API_KEY},next:{ROTATED_KEY}",
             "SERVING_SPOOL_DIR": str(workdir / f"spool-{self.port}"),
             "SERVING_FLUSH_SECONDS": "0.2",
             **env,
@@ -192,3 +208,126 @@ def start_proxy(workdir: Path) -> Iterator[Callable[..., Proxy]]:
         for pid in proxy.backend_pids():
             if pid_alive(pid):
                 os.killpg(pid, signal.SIGKILL)
+
+
+class FakeBackend(ThreadingHTTPServer):
+    """A stand-in for `mlflow models serve` on a real socket: one canned prediction per row sent."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _FakeBackendHandler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        self.bodies: list[bytes] = []
+
+
+class _FakeBackendHandler(BaseHTTPRequestHandler):
+    server: FakeBackend
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the tests read the spool, not this."""
+
+    def _answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self._answer(200, b"\n")
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.server.bodies.append(body)
+        if self.headers.get("Content-Type", "").startswith("text/csv"):
+            count = max(len(body.decode("utf-8", errors="replace").splitlines()) - 1, 0)
+        else:
+            count = len(input_rows("application/json", decode_body("application/json", body), []))
+        prediction = {"employee_id": 1, "score": 0.25, "prediction": "No", "threshold": 0.5,
+                      "base_value": -1.0, "unseen_categories": [], "contributions": {"Age": 0.5}}  # fmt: skip
+        self._answer(200, json.dumps({"predictions": [prediction] * count}).encode())
+
+
+INPUTS = [
+    {"type": "long", "name": "employee_id", "required": False},
+    {"type": "long", "name": "Age", "required": True},
+    {"type": "string", "name": "OverTime", "required": True},
+]
+PARAMS = [{"name": "top_k", "type": "long", "default": None, "shape": None}]
+
+
+def model_info() -> ModelInfo:
+    """A small model's registry facts: an optional id, an integer and a category."""
+    return ModelInfo(
+        name="m", version=7, target="@production", stage=None, aliases=["production"], run_id=None,
+        threshold=0.5, metrics={}, inputs=INPUTS, params=PARAMS, labels=("No", "Yes"),
+    )  # fmt: skip
+
+
+def make_runtime(tmp_path: Path, **changes: Any) -> Runtime:
+    """A runtime on a SQLite log store and a spool in `tmp_path`, not started: no backend, no writer."""
+    settings = ServingSettings(model="m", spool_dir=tmp_path / "spool", **changes)
+    engine = make_engine(f"sqlite:///{tmp_path}/log.db")
+    migrate(engine)
+    spool = Spool(settings.spool_dir, max_bytes=settings.spool_max_bytes)
+    metrics = Metrics(spool_bytes=lambda: spool.size, spool_records=lambda: spool.records)
+    writer = LogWriter(spool, engine, flush_seconds=60, hmac_key=None, events=metrics)
+    keys = parse_keys(settings.api_keys)
+    return Runtime(
+        settings, engine=engine, spool=spool, writer=writer, keys=keys, client=MlflowClient(), metrics=metrics
+    )
+
+
+def spooled(runtime: Runtime) -> list[dict[str, Any]]:
+    """Every record the runtime spooled so far, oldest first."""
+    return [record for segment in runtime.spool.seal() for record in Spool.read(segment)]
+
+
+@pytest.fixture
+def fake_backend() -> Iterator[FakeBackend]:
+    """A fake model server in a thread of this process."""
+    server = FakeBackend()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def app_runtime(tmp_path: Path, fake_backend: FakeBackend) -> Iterator[Runtime]:
+    """A runtime routing to the fake backend, with API keys on; `drive` uses and closes it."""
+    runtime = make_runtime(tmp_path, api_keys=[f"ops:{API_KEY}"])
+    # Stands for the backend's process: alive while it runs, stopped with its group by `close`.
+    sleeper = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    runtime.backend = Backend(info=model_info(), url=fake_backend.url, process=sleeper)
+    runtime.not_ready = None
+    yield runtime
+    if sleeper.poll() is None:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def drive(runtime: Runtime, scenario: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:
+    """Run `scenario` against the proxy app of `runtime` through ASGI (no socket), then close the runtime.
+
+    Closing writes the spooled records to the log store, where `logged_request` reads them.
+    """
+
+    async def main() -> T:
+        try:
+            transport = httpx.ASGITransport(app=create_app(runtime))
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://proxy", headers=HEADERS, timeout=60
+            ) as client:
+                return await scenario(client)
+        finally:
+            await runtime.close()
+
+    return asyncio.run(main())
+
+
+def logged_request(runtime: Runtime, request_id: str) -> dict[str, Any]:
+    """A request and its predictions as the log store holds them."""
+    found = store.get_request(runtime.engine, request_id=uuid.UUID(request_id))
+    assert found is not None, f"request {request_id} is not in the log"
+    return found

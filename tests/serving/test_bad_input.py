@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.serving.conftest import HEADERS, Proxy, count, logged, rows, split_body, wait_for
+from tests.serving.conftest import API_KEY, HEADERS, Proxy, count, logged, rows, split_body, wait_for
 
 ROW: dict[str, Any] = rows(1).to_dict(orient="records")[0]
 
@@ -82,6 +85,10 @@ CASES = [
     ("rows-not-objects", json.dumps({"dataframe_records": [[1, 2]]}).encode(), JSON, 400,
      "dataframe_records[0]: must be an object"),
     ("ten-megabytes", b"[" + b"1," * (5 * 2**20) + b"1]", JSON, 400, "not a list"),
+    ("deep-nesting", b"[" * 100_000 + b"]" * 100_000, JSON, 400, "body: is nested too deeply"),
+    ("deep-nesting-1000", b'{"params": ' * 1_000 + b"1" + b"}" * 1_000, JSON, 400, "nested too deeply"),
+    ("nul-in-csv", rows(1).assign(OverTime="Y\u0000es").to_csv(index=False).encode(), "text/csv", 400,
+     "contains a NUL character"),
     ("text-plain", GOOD, "text/plain", 415, "Content-Type: text/plain is not accepted"),
     ("form", GOOD, "application/x-www-form-urlencoded", 415, "is not accepted"),
     ("latin-1", GOOD, "application/json; charset=latin-1", 415, "charset latin-1 is not accepted"),
@@ -196,3 +203,71 @@ def test_by_id_body_is_checked_like_params(proxy: Proxy) -> None:
     ]:
         answer = httpx.post(f"{proxy.url}/predict/by-id/1", content=body, headers=HEADERS, timeout=30)
         assert answer.status_code == 400 and expected in answer.json()["message"], answer.text
+
+
+def test_deep_nesting_by_id_is_a_logged_400(proxy: Proxy, log_engine: Engine) -> None:
+    body = b"[" * 1_000 + b"]" * 1_000
+    answer = httpx.post(f"{proxy.url}/predict/by-id/1", content=body, headers=HEADERS, timeout=30)
+    assert answer.status_code == 400 and "nested too deeply" in answer.json()["message"], answer.text
+    assert logged(log_engine, answer.headers["X-Request-ID"])["status_code"] == 400
+
+
+def test_error_bodies_and_stored_errors_are_bounded(proxy: Proxy, log_engine: Engine) -> None:
+    wide = json.dumps({"dataframe_records": [{**ROW, **{f"c{n}": 0 for n in range(1_000_000)}}]})
+    long_name = json.dumps({"dataframe_records": [{**ROW, "x" * 5_000_000: 0}]})
+    for body in (wide, long_name):
+        answer = httpx.post(f"{proxy.url}/invocations", content=body, headers=HEADERS, timeout=120)
+        assert answer.status_code == 400
+        assert len(answer.content) < 1_200, len(answer.content)
+        assert len(logged(log_engine, answer.headers["X-Request-ID"])["error"]) <= 1_000
+
+
+def test_a_wide_body_being_refused_does_not_stall_other_clients(proxy: Proxy) -> None:
+    columns = [f"c{n}" for n in range(1_000_000)]
+    wide = json.dumps({"dataframe_split": {"columns": columns, "data": [[0] * len(columns)]}}).encode()
+    assert len(wide) > 13 * 2**20
+    done: dict[str, Any] = {}
+
+    def refuse() -> None:
+        done["answer"] = httpx.post(f"{proxy.url}/invocations", content=wide, headers=HEADERS, timeout=120)
+        done["at"] = time.monotonic()
+
+    one_row = {"dataframe_records": [ROW]}
+    baseline = []
+    for _ in range(5):
+        started = time.monotonic()
+        assert httpx.post(f"{proxy.url}/invocations", json=one_row, headers=HEADERS, timeout=30).is_success
+        baseline.append(time.monotonic() - started)
+    sender = threading.Thread(target=refuse)
+    sender.start()
+    time.sleep(0.3)  # The body is on its way; then it is parsed and checked.
+    during = []
+    while sender.is_alive():
+        started = time.monotonic()
+        assert httpx.post(f"{proxy.url}/invocations", json=one_row, headers=HEADERS, timeout=30).is_success
+        if sender.is_alive():
+            during.append(time.monotonic() - started)
+    sender.join()
+    assert done["answer"].status_code == 400 and "and 999995 more" in done["answer"].json()["message"]
+    # Before, the event loop checked the body and no other request was answered until it was refused.
+    assert len(during) >= 3, (during, baseline)
+    print(
+        f"one-row latency: baseline median {sorted(baseline)[2] * 1000:.1f} ms, "
+        f"while refusing the wide body max {max(during) * 1000:.1f} ms over {len(during)} requests"
+    )
+
+
+def test_a_client_that_hangs_up_mid_body_is_logged_without_a_traceback(
+    proxy: Proxy, log_engine: Engine
+) -> None:
+    closed = "SELECT count(*) FROM inference_requests WHERE status_code = 499"
+    before = count(log_engine, closed)
+    head = (
+        "POST /invocations HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\n"
+        f"X-API-Key: {API_KEY}\r\nContent-Length: 100000\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", proxy.port)) as connection:
+        connection.sendall(head.encode() + GOOD[:50])
+        time.sleep(0.5)
+    wait_for(lambda: count(log_engine, closed) == before + 1, message="the hung-up request in the log")
+    assert "Traceback" not in proxy.log() and "unexpected error" not in proxy.log()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,14 +15,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from chaos.scenarios import Traffic
+from logstore.database import make_engine
 from registry_scripts.__main__ import main as registry_main
-from serving.database import make_engine, migrate
 from tests.conftest import REPO, admin_sql, fresh_database, register_again, subprocess_env
 from tests.serving.conftest import HEADERS, Proxy, count, free_port, pid_alive, rows, split_body, wait_for
 from training.job import TrainingOutcome
@@ -151,11 +153,12 @@ def test_sigterm_finishes_requests_writes_queued_rows_and_leaves_no_child(
     assert not any(pid_alive(pid) for pid in quiet.backend_pids())
 
 
+@pytest.mark.integration
 def test_bad_settings_stop_the_command_with_one_line(tmp_path: Path) -> None:
     for args, env, expected in [
         (["--model", "attrition", "--port", "0"], {}, "port: Input should be greater than or equal to 1"),
         (["--model", "no-such-model"], {}, "no-such-model@production"),
-        (["--model", "attrition"], {"API_KEYS": "short"}, "API_KEYS: key"),
+        (["--model", "attrition"], {"API_KEYS": "short"}, "API_KEYS: entry 1 has no id"),
         (["--model", "attrition"], {"DATABASE_URL": "nonsense"}, "DATABASE_URL: not a database URL"),
     ]:
         done = subprocess.run(
@@ -184,10 +187,16 @@ def test_mlproject_serve_entry_point(served: str, log_db: str, tmp_path: Path) -
         )
         answer = httpx.post(f"http://127.0.0.1:{port}/invocations", json=BODY, headers=HEADERS, timeout=30)
         assert answer.status_code == 200
-    finally:
-        os.killpg(run.pid, signal.SIGTERM)  # What Ctrl-C in the terminal does to the whole job.
+        children = psutil.Process(run.pid).children(recursive=True)
+        assert len(children) >= 2  # The proxy and its backend.
+        run.send_signal(signal.SIGTERM)  # To `mlflow run` alone, as a supervisor stopping the job does.
         run.wait(60)
-    wait_for(lambda: not _answers(f"http://127.0.0.1:{port}/health"), message="the server to stop")
+        _, alive = psutil.wait_procs(children, timeout=60)
+        assert not alive, [child.cmdline()[:4] for child in alive]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
+    assert not _answers(f"http://127.0.0.1:{port}/ready")
 
 
 def _answers(url: str) -> bool:
@@ -203,7 +212,12 @@ def test_the_proxy_needs_only_select_and_insert(
     role = f"scoring_{uuid.uuid4().hex[:8]}"
     with fresh_database() as owner_url:
         engine = make_engine(owner_url)
-        migrate(engine)  # The schema is the owner's job; the proxy only finds it at head.
+        # The schema is the owner's job, with the README's command; the proxy only finds it at head.
+        done = subprocess.run(
+            [sys.executable, "-m", "logstore", "migrate"], env=subprocess_env(DATABASE_URL=owner_url),
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0 and "at the latest schema" in done.stdout, done.stderr
         database = owner_url.rsplit("/", 1)[1]
         admin_sql(f"CREATE ROLE {role} LOGIN")
 

@@ -18,19 +18,21 @@ from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 from sqlalchemy import create_engine
 
+from logstore import store
+from logstore.database import make_engine, migrate
+from logstore.errors import SpoolFull, StoreConfigError
+from logstore.records import input_rows, pseudonym, to_rows
+from logstore.spool import Spool
+from logstore.tables import metadata
+from logstore.writer import LogWriter
 from serving import backend as backends
 from serving.auth import identify, parse_keys
-from serving.database import make_engine, migrate
 from serving.errors import BackendTimeout, ConfigurationError, Unauthenticated, Unavailable
 from serving.metrics import Metrics
-from serving.records import input_rows, pseudonym, to_rows
 from serving.registry import ModelInfo, resolve
 from serving.runtime import Runtime
 from serving.settings import ServingSettings
-from serving.spool import Spool, SpoolFull
-from serving.tables import metadata
 from serving.upstream import clean_message, translate
-from serving.writer import LogWriter
 from tests.conftest import subprocess_env
 from tests.serving.conftest import free_port
 
@@ -123,14 +125,17 @@ def test_translate_maps_statuses() -> None:
     assert translate(500, b"{}").status_code == 500
 
 
-def test_api_keys_with_and_without_ids() -> None:
-    keys = parse_keys(["ops:0123456789abcdef", "fedcba9876543210"])
+def test_api_keys_need_ids() -> None:
+    keys = parse_keys(["ops:0123456789abcdef", "next:fedcba9876543210"])
     assert identify(keys, "0123456789abcdef") == "ops"
-    assert (identify(keys, "fedcba9876543210") or "").startswith("key-")
+    assert identify(keys, "fedcba9876543210") == "next"
     assert identify([], None) is None
     for presented in (None, "", "0123456789abcdeX"):
         with pytest.raises(Unauthenticated):
             identify(keys, presented)
+    for bare in ("fedcba9876543210", ":fedcba9876543210"):  # Never an id derived from the secret alone.
+        with pytest.raises(ConfigurationError, match="entry 2 has no id; write it as key_id:secret"):
+            parse_keys(["ops:0123456789abcdef", bare])
     with pytest.raises(ConfigurationError, match="shorter than 16"):
         parse_keys(["ops:short"])
     with pytest.raises(ConfigurationError, match="share an id"):
@@ -163,7 +168,7 @@ def test_settings_read_the_environment_and_validate(monkeypatch: pytest.MonkeyPa
 def test_spool_appends_seals_replays_and_is_bounded(tmp_path: Path) -> None:
     spool = Spool(tmp_path, max_bytes=200)
     spool.append({"n": 1})
-    with pytest.raises(ConfigurationError, match="in use"):
+    with pytest.raises(StoreConfigError, match="in use"):
         Spool(tmp_path, max_bytes=200)
     segments = spool.seal()
     assert [list(Spool.read(s)) for s in segments] == [[{"n": 1}]]
@@ -195,7 +200,7 @@ def _runtime(tmp_path: Path, **changes: Any) -> Runtime:
     migrate(engine)
     spool = Spool(settings.spool_dir, max_bytes=settings.spool_max_bytes)
     metrics = Metrics(spool_bytes=lambda: spool.size, spool_records=lambda: spool.records)
-    writer = LogWriter(spool, engine, flush_seconds=60, hmac_key=None, metrics=metrics)
+    writer = LogWriter(spool, engine, flush_seconds=60, hmac_key=None, events=metrics)
     return Runtime(
         settings, engine=engine, spool=spool, writer=writer, keys=[], client=MlflowClient(), metrics=metrics
     )
@@ -206,7 +211,8 @@ def test_drop_policy_keeps_serving_and_counts_what_it_dropped(tmp_path: Path) ->
     body = json.dumps({"dataframe_records": ROWS}).encode()
     for _ in range(5):
         runtime.log(
-            request_id=str(uuid.uuid4()), received_at=datetime.now(UTC), key_id=None, endpoint="/invocations",
+            request_id=str(uuid.uuid4()), client_request_id=None, received_at=datetime.now(UTC), key_id=None,
+            endpoint="/invocations",
             backend=None, status_code=200, total_ms=1.0, upstream_ms=1.0, content_type="application/json",
             body=body, response=None, error=None,
         )  # fmt: skip
@@ -240,7 +246,8 @@ def test_logging_off_spools_nothing_and_ignores_a_full_spool(tmp_path: Path) -> 
     runtime = _runtime(tmp_path, log_requests=False, spool_max_bytes=10)
     for _ in range(3):
         runtime.log(
-            request_id=str(uuid.uuid4()), received_at=datetime.now(UTC), key_id=None, endpoint="/invocations",
+            request_id=str(uuid.uuid4()), client_request_id=None, received_at=datetime.now(UTC), key_id=None,
+            endpoint="/invocations",
             backend=None, status_code=200, total_ms=1.0, upstream_ms=1.0, content_type="application/json",
             body=json.dumps({"dataframe_records": ROWS}).encode(), response=None, error=None,
         )  # fmt: skip
@@ -284,7 +291,7 @@ def test_migrations_create_exactly_the_declared_tables(postgres_url: str) -> Non
 
 def test_replicas_starting_together_migrate_a_fresh_database_once(postgres_url: str) -> None:
     script = (
-        "import sys; from serving.database import make_engine, migrate; migrate(make_engine(sys.argv[1]))"
+        "import sys; from logstore.database import make_engine, migrate; migrate(make_engine(sys.argv[1]))"
     )
     replicas = [
         subprocess.Popen(
@@ -306,3 +313,44 @@ def test_resolve_follows_an_alias_or_a_stage(client: MlflowClient, production: s
     assert resolve(client, "attrition", alias=None, stage="Production") == int(production)
     with pytest.raises(ConfigurationError, match="no-such-alias"):
         resolve(client, "attrition", alias="no-such-alias", stage=None)
+
+
+PREDICTION = {"employee_id": 1, "score": 0.2, "prediction": "No", "threshold": 0.5}
+
+
+def test_a_record_the_database_refuses_is_set_aside_and_its_request_still_stored(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    # A spool from before CSV bodies with NUL were refused: PostgreSQL's JSONB cannot hold \u0000.
+    engine = make_engine(postgres_url)
+    migrate(engine)
+    spool = Spool(tmp_path, max_bytes=10**6)
+    record: dict[str, Any] = {
+        "request": {
+            "request_id": str(uuid.uuid4()), "received_at": datetime.now(UTC).isoformat(), "key_id": "ops",
+            "endpoint": "/invocations", "model_name": "m", "model_version": 1, "model_target": "@production",
+            "status_code": 200, "total_ms": 5.0, "upstream_ms": 4.0, "error": None,
+        },
+        "content_type": "text/csv", "body": "employee_id,Age,OverTime\n1,41,Y\u0000es\n",
+        "response": json.dumps({"predictions": [PREDICTION]}),
+        "id_column": "employee_id", "columns": COLUMNS,
+    }  # fmt: skip
+    good: dict[str, Any] = {
+        **record,
+        "request": {**record["request"], "request_id": str(uuid.uuid4())},
+        "body": "",
+    }
+    spool.append(record)
+    spool.append(good)
+    metrics = Metrics(spool_bytes=lambda: spool.size, spool_records=lambda: spool.records)
+    writer = LogWriter(spool, engine, flush_seconds=60, hmac_key=None, events=metrics)
+    assert writer.flush()
+    refused = store.get_request(engine, request_id=uuid.UUID(record["request"]["request_id"]))
+    assert refused is not None and refused["status_code"] == 200 and refused["predictions"] == []
+    assert "rows not stored, the log store refused them" in refused["input_error"]
+    kept = store.get_request(engine, request_id=uuid.UUID(good["request"]["request_id"]))
+    assert kept is not None and len(kept["predictions"]) == 1
+    assert record["request"]["request_id"] in (tmp_path / "rejected.ndjson").read_text()
+    assert "serving_log_records_rejected_total 1.0" in metrics.exposition().decode()
+    spool.close()
+    engine.dispose()

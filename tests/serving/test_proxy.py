@@ -15,6 +15,7 @@ import httpx
 import mlflow
 import pandas as pd
 import pytest
+from mlflow.pyfunc.scoring_server.client import ScoringServerClient
 from sqlalchemy import Engine, text
 
 from serving.entities import main as load_entities
@@ -54,8 +55,20 @@ def backend_url(proxy: Proxy) -> str:
     return found[-1]
 
 
+def test_ping_health_and_version_answer_byte_for_byte_as_the_backend(proxy: Proxy, backend_url: str) -> None:
+    for path in ("/ping", "/health", "/version"):
+        ours, theirs = httpx.get(f"{proxy.url}{path}"), httpx.get(f"{backend_url}{path}")
+        assert (ours.status_code, ours.content) == (theirs.status_code, theirs.content) == (
+            200, theirs.content,
+        )  # fmt: skip
+        assert ours.headers["content-type"] == theirs.headers["content-type"]
+    client = ScoringServerClient("127.0.0.1", proxy.port)  # MLflow's own client of `mlflow models serve`.
+    client.wait_server_ready(timeout=10)
+    assert client.get_version() == mlflow.__version__
+
+
 def test_health_and_ready_need_no_key(proxy: Proxy) -> None:
-    assert httpx.get(f"{proxy.url}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{proxy.url}/health").status_code == 200
     ready = httpx.get(f"{proxy.url}/ready")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "model_version": 1, "reasons": []}
@@ -124,12 +137,15 @@ def test_the_backend_prints_no_line_per_request(http: httpx.Client, proxy: Proxy
 
 
 def test_rows_are_persisted_with_their_content(http: httpx.Client, log_engine: Engine) -> None:
-    request_id = str(uuid.uuid4())
+    client_id = str(uuid.uuid4())
     frame = rows(2, start=10)
-    answer = http.post("/invocations", json=split_body(frame, top_k=3), headers={"X-Request-ID": request_id})
+    answer = http.post("/invocations", json=split_body(frame, top_k=3), headers={"X-Request-ID": client_id})
     assert answer.status_code == 200
-    assert answer.headers["X-Request-ID"] == request_id
+    request_id = answer.headers["X-Request-ID"]  # Our own; the client's is kept beside it.
+    assert request_id != client_id and answer.headers["X-Client-Request-ID"] == client_id
     request = logged(log_engine, request_id)
+    assert str(request["client_request_id"]) == client_id
+    assert request["input_error"] is None
     assert request["status_code"] == 200
     assert request["key_id"] == "ops"
     assert request["endpoint"] == "/invocations"
@@ -227,7 +243,7 @@ def test_rotated_key_works_and_keys_are_never_stored(
     )
     assert answer.status_code == 200
     request = logged(log_engine, answer.headers["X-Request-ID"])
-    assert request["key_id"].startswith("key-")
+    assert request["key_id"] == "next"
     http.post("/invocations", json=split_body(rows(1)), headers={"X-API-Key": ROTATED_KEY + "x"})
     with log_engine.connect() as connection:
         dump = json.dumps(
@@ -305,24 +321,27 @@ def test_entity_loader_names_a_bad_input(
     assert "['OverTime']" in capsys.readouterr().err
 
 
-def test_a_row_the_database_refuses_is_set_aside_and_holds_nothing_back(
-    http: httpx.Client, proxy: Proxy, log_engine: Engine
-) -> None:
-    poison = http.post(
+def test_csv_with_a_nul_is_refused_and_logged(http: httpx.Client, log_engine: Engine) -> None:
+    answer = http.post(
         "/invocations",
         content=rows(1).assign(OverTime="Y\u0000es").to_csv(index=False),
         headers={"Content-Type": "text/csv"},
     )
-    assert poison.status_code == 200  # PostgreSQL's JSONB cannot hold \u0000; MLflow scores the CSV.
-    after = http.post("/invocations", json=split_body(rows(1)))
-    logged(log_engine, after.headers["X-Request-ID"])
-    rejected = proxy.spool / "rejected.ndjson"
-    wait_for(rejected.exists, message="the refused record to be set aside")
-    assert poison.headers["X-Request-ID"] in rejected.read_text()
-    assert count(
-        log_engine, "SELECT count(*) FROM inference_requests WHERE request_id = :rid",
-        rid=poison.headers["X-Request-ID"],
-    ) == 0  # fmt: skip
+    assert answer.status_code == 400 and "NUL character" in answer.json()["message"], answer.text
+    assert logged(log_engine, answer.headers["X-Request-ID"])["status_code"] == 400
+
+
+def test_a_csv_too_wide_to_parse_is_logged_without_its_input(http: httpx.Client, log_engine: Engine) -> None:
+    wide = pd.concat([rows(2), pd.DataFrame({f"extra_{n}": [n, n] for n in range(1_100)})], axis=1)
+    answer = http.post("/invocations", content=wide.to_csv(index=False), headers={"Content-Type": "text/csv"})
+    assert answer.status_code == 200, answer.text  # MLflow scores the columns it knows.
+    request = logged(log_engine, answer.headers["X-Request-ID"])
+    assert request["n_rows"] == 2 and "over 1024" in request["input_error"]
+    stored = http.get(f"/predictions/{answer.headers['X-Request-ID']}").json()["predictions"]
+    assert [row["input"] for row in stored] == [None, None]
+    assert [row["score"] for row in stored] == pytest.approx(
+        [p["score"] for p in answer.json()["predictions"]]
+    )
 
 
 def test_with_pseudonyms_on_a_database_dump_holds_no_raw_id(
@@ -352,3 +371,17 @@ def test_with_pseudonyms_on_a_database_dump_holds_no_raw_id(
     wait_for(lambda: all(p in dump() for p in pseudonyms), message="the pseudonymised rows in the database")
     text_dump = dump()
     assert not [raw for raw in [*map(str, raw_ids), "4440001234"] if raw in text_dump]
+
+
+def test_mlflow_s_own_scoring_client_works_against_the_proxy(
+    served: str, log_db: str, start_proxy: Callable[..., Proxy], backend_url: str
+) -> None:
+    open_proxy = start_proxy(served, log_db, API_KEYS="")  # MLflow's client sends no key.
+    frame = rows(3)
+    through = ScoringServerClient("127.0.0.1", open_proxy.port)
+    through.wait_server_ready(timeout=30)
+    port = int(backend_url.rsplit(":", 1)[1])
+    direct = ScoringServerClient("127.0.0.1", port).invoke(frame, params={"top_k": 2})
+    assert through.invoke(frame, params={"top_k": 2}) == direct
+    assert through.get_version() == mlflow.__version__
+    open_proxy.stop()

@@ -115,6 +115,7 @@ def test_cli_trains_against_a_postgresql_backend_store(postgres_url: str, tmp_pa
     assert client.get_run(version.run_id).data.metrics["holdout_roc_auc"] > 0.6
 
 
+@pytest.mark.integration
 def test_mlproject_train_and_promote_entry_points(tmp_path: Path) -> None:
     env = subprocess_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
     mlflow_cli = [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local"]

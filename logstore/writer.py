@@ -5,32 +5,55 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
-from serving.database import first_line
-from serving.metrics import Metrics
-from serving.records import to_rows
-from serving.spool import Spool
-from serving.store import write_log
+from logstore.database import first_line
+from logstore.records import to_rows
+from logstore.spool import Spool
+from logstore.store import write_log
 
 logger = logging.getLogger(__name__)
 # Refusals of a record's own content; any other database error leaves every record in the spool.
 CONTENT_ERRORS = (DataError, IntegrityError)
 REJECTED = "rejected.ndjson"  # Records the database refused (bad data, not an outage), kept for a person.
 Exchange = tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]
+RESTART_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)  # Back-off between restarts of a crashed writer loop.
+
+
+class WriterEvents(Protocol):
+    """What the writer reports (the proxy's metrics)."""
+
+    def written(self, *, requests: Sequence[dict[str, Any]], predictions: Sequence[dict[str, Any]]) -> None:
+        """Rows were stored."""
+
+    def write_failed(self) -> None:
+        """A write failed; its records stay in the spool."""
+
+    def rejected(self) -> None:
+        """The database refused a record's content; it was set aside."""
+
+    def writer_restarted(self) -> None:
+        """The writer loop crashed and was started again."""
 
 
 class LogWriter:
     """A thread that writes every sealed spool segment to the database, then deletes it."""
 
     def __init__(
-        self, spool: Spool, engine: Engine, *, flush_seconds: float, hmac_key: bytes | None, metrics: Metrics
+        self,
+        spool: Spool,
+        engine: Engine,
+        *,
+        flush_seconds: float,
+        hmac_key: bytes | None,
+        events: WriterEvents,
     ) -> None:
         self._spool = spool
-        self._metrics = metrics
+        self._events = events
         self._engine = engine
         self._interval = flush_seconds
         self._hmac_key = hmac_key
@@ -38,14 +61,32 @@ class LogWriter:
         self._flushing = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self.database_up = True
+        self.crashed: str | None = None  # Why the writer loop is down, while it waits to restart.
 
     def start(self) -> None:
         """Start writing in the background; segments left by an earlier run go first."""
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        """Whether the writer thread runs and its loop is not down after a crash."""
+        return self._thread.is_alive() and self.crashed is None
+
     def _run(self) -> None:
+        # The supervisor: an unexpected error (a full disk, a bug) restarts the loop after a back-off
+        # instead of ending the thread, so the spool keeps draining once the cause is gone.
+        crashes = 0
         while not self._stop.is_set():
-            self.flush()
+            try:
+                self.flush()
+            except Exception as exc:
+                self.crashed = f"{type(exc).__name__}: {exc}"
+                logger.exception("log writer crashed; restarting it")
+                self._events.writer_restarted()
+                self._stop.wait(RESTART_SECONDS[min(crashes, len(RESTART_SECONDS) - 1)])
+                crashes += 1
+                continue
+            crashes, self.crashed = 0, None
             self._stop.wait(self._interval)
 
     def flush(self) -> bool:
@@ -56,7 +97,7 @@ class LogWriter:
                 try:
                     self._write([rows for rows in exchanges if rows is not None])
                 except SQLAlchemyError as exc:
-                    self._metrics.log_failures.inc()
+                    self._events.write_failed()
                     # Unreachable, or refusing every write (a missing grant): the rows wait in the spool.
                     if self.database_up:
                         logger.warning(
@@ -83,18 +124,28 @@ class LogWriter:
         predictions = [row for _, _, rows in exchanges for row in rows]
         try:
             write_log(self._engine, requests=requests, predictions=predictions)
-            self._metrics.written(requests=requests, predictions=predictions)
+            self._events.written(requests=requests, predictions=predictions)
         except CONTENT_ERRORS:
             # One bad row must not hold the others back: write one by one, set aside what is refused.
             for record, request, rows in exchanges:
                 try:
                     write_log(self._engine, requests=[request], predictions=rows)
-                    self._metrics.written(requests=[request], predictions=rows)
+                    self._events.written(requests=[request], predictions=rows)
                 except CONTENT_ERRORS as exc:
                     self._reject(record, first_line(exc))
+                    self._write_request_alone(request, first_line(exc))
+
+    def _write_request_alone(self, request: dict[str, Any], reason: str) -> None:
+        # Every answered request keeps its row in inference_requests, even when its rows cannot be stored.
+        alone = {**request, "input_error": f"rows not stored, the log store refused them: {reason}"[:1000]}
+        try:
+            write_log(self._engine, requests=[alone], predictions=[])
+            self._events.written(requests=[alone], predictions=[])
+        except CONTENT_ERRORS as exc:
+            logger.error("log: request %s refused alone too: %s", request["request_id"], first_line(exc))  # noqa: TRY400 - the message says it all; no traceback
 
     def _reject(self, record: dict[str, Any], reason: str) -> None:
-        self._metrics.log_rejected.inc()
+        self._events.rejected()
         request_id = record.get("request", {}).get("request_id")
         logger.error(
             "log: request %s refused by the log store (%s); kept in %s", request_id, reason, REJECTED

@@ -12,19 +12,28 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from serving.errors import ConfigurationError, Unavailable
+from logstore.errors import StoreConfigError, StoreUnavailable
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 MIGRATION_LOCK = 0x5E2F_1A6  # PostgreSQL advisory lock key: one migrating process at a time.
 
 
-def make_engine(url: str) -> Engine:
-    """The process's engine; connections are checked before use so a restarted database is found."""
+def make_engine(url: str, *, must_exist: bool = False) -> Engine:
+    """The process's engine; connections are checked before use so a restarted database is found.
+
+    `must_exist`: a reader of the log refuses a SQLite file that is not there instead of creating it.
+    """
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
-        raise ConfigurationError(f"DATABASE_URL: not a database URL: {exc}") from exc
+        raise StoreConfigError(f"DATABASE_URL: not a database URL: {exc}") from exc
     if parsed.get_backend_name() == "sqlite":
+        path = parsed.database or ""
+        if must_exist and path not in ("", ":memory:") and not Path(path).is_file():
+            raise StoreConfigError(
+                f"DATABASE_URL: no log store at {url} ({Path(path).resolve()} does not exist); "
+                "set DATABASE_URL or --database-url to the serving proxy's log store"
+            )
         return create_engine(parsed, connect_args={"timeout": 5})
     options: dict[str, Any] = {}
     # connect_timeout keeps a vanished server from holding the writer for minutes.
@@ -44,12 +53,12 @@ def safe_url(engine: Engine) -> str:
 
 
 def ping(engine: Engine) -> None:
-    """Raise `Unavailable` unless the database answers."""
+    """Raise `StoreUnavailable` unless the database answers."""
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
-        raise Unavailable(f"database {safe_url(engine)} is unreachable: {first_line(exc)}") from exc
+        raise StoreUnavailable(f"database {safe_url(engine)} is unreachable: {first_line(exc)}") from exc
 
 
 def wait_for(engine: Engine, seconds: float) -> None:
@@ -58,7 +67,7 @@ def wait_for(engine: Engine, seconds: float) -> None:
     while True:
         try:
             ping(engine)
-        except Unavailable:
+        except StoreUnavailable:
             if time.monotonic() >= deadline:
                 raise
             time.sleep(0.5)
@@ -78,7 +87,7 @@ def migrate(engine: Engine) -> None:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except SQLAlchemyError as exc:
-        raise Unavailable(f"cannot migrate {safe_url(engine)}: {first_line(exc)}") from exc
+        raise StoreUnavailable(f"cannot migrate {safe_url(engine)}: {first_line(exc)}") from exc
 
 
 def first_line(exc: BaseException) -> str:

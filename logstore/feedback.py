@@ -9,9 +9,9 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import Engine
 
-from serving import store
-from serving.errors import BadRequest, NotFound
-from serving.records import pseudonym
+from logstore import store
+from logstore.errors import InvalidOutcome, UnknownPrediction
+from logstore.records import pseudonym
 
 
 class Feedback(BaseModel):
@@ -51,7 +51,7 @@ def record(
     for index, outcome in enumerate(outcomes):
         where = f"{positions[index]}: " if positions else ""
         if outcome.label not in labels:
-            raise BadRequest(f"{where}label: must be one of {list(labels)}, got {outcome.label!r}")
+            raise InvalidOutcome(f"{where}label: must be one of {list(labels)}, got {outcome.label!r}")
         if outcome.request_id is not None:
             found = store.find_prediction(
                 engine, model_name=model_name, request_id=outcome.request_id, row_index=outcome.row
@@ -64,7 +64,7 @@ def record(
             )
             missing = f"the entity has no logged prediction of {model_name!r}"  # Ids are not echoed.
         if found is None:
-            raise NotFound(where + missing)
+            raise UnknownPrediction(where + missing)
         rows.append(
             {
                 "request_id": found["request_id"],

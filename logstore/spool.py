@@ -8,6 +8,7 @@ request id.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from serving.errors import ConfigurationError, Unavailable
+from logstore.errors import SpoolFull, SpoolWriteFailed, StoreConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -24,13 +25,6 @@ logger = logging.getLogger(__name__)
 def _lines(path: Path) -> int:
     with path.open("rb") as handle:
         return sum(1 for _ in handle)
-
-
-class SpoolFull(Unavailable):
-    """The spool reached its size bound."""
-
-    def __init__(self) -> None:
-        super().__init__("the prediction log spool is full; the log store has been down too long")
 
 
 class Spool:
@@ -46,7 +40,7 @@ class Spool:
             fcntl.flock(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             self._owner.close()
-            raise ConfigurationError(
+            raise StoreConfigError(
                 f"SERVING_SPOOL_DIR: {directory} is in use by another serving process"
             ) from exc
         closed = self._segments()
@@ -76,7 +70,7 @@ class Spool:
         return self._size >= self.max_bytes
 
     def append(self, record: dict[str, Any]) -> None:
-        """Add one record; raise `SpoolFull` when it would pass the bound."""
+        """Add one record; `SpoolFull` past the bound, `SpoolWriteFailed` when the disk refuses it."""
         line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
         with self._lock:
             if self._size + len(line) > self.max_bytes:
@@ -87,8 +81,15 @@ class Spool:
                 self._current = path.open("a", encoding="utf-8")
                 self._records[path.name] = 0
             # flush() hands the line to the kernel: it survives the process being killed.
-            self._current.write(line)
-            self._current.flush()
+            try:
+                self._current.write(line)
+                self._current.flush()
+            except OSError as exc:
+                # A torn line ends this segment, so the next record does not run on from it.
+                with contextlib.suppress(OSError):
+                    self._current.close()
+                self._current = None
+                raise SpoolWriteFailed(f"the prediction log spool cannot be written: {exc}") from exc
             self._size += len(line)
             self._records[Path(self._current.name).name] += 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import hmac
 import io
@@ -18,6 +19,30 @@ import pandas as pd
 logger = logging.getLogger(__name__)
 
 Row = dict[str, Any]
+# The writer parses at most this much of a body, with at most this many columns: a larger body is
+# logged with its predictions but without its input rows (`input_error` says why), so no body a
+# client sends can make the writer's memory grow without bound.
+MAX_PARSED_CHARS = 8 * 2**20
+MAX_PARSED_COLUMNS = 1024
+JSON_TYPE = "application/json"
+
+
+def decode_body(content_type: str, body: bytes) -> str:
+    """A request body as text; JSON in the encoding its bytes declare (UTF-8, with BOM or not, UTF-16/32)."""
+    if content_type.split(";", maxsplit=1)[0].strip().lower() == JSON_TYPE:
+        return body.decode(json.detect_encoding(body), errors="replace")
+    return body.decode("utf-8-sig", errors="replace")
+
+
+def spooled_body(content_type: str, body: bytes) -> dict[str, Any]:
+    """A body's fields in a spool record: its text, or only its size when too large to be parsed later."""
+    if len(body) > MAX_PARSED_CHARS:  # Not copied through the spool only to be skipped by the writer.
+        return {"body": "", "body_bytes": len(body)}
+    return {"body": decode_body(content_type, body)}
+
+
+class Unreadable(ValueError):
+    """A body the writer does not parse into input rows; the message says why."""
 
 
 def _json(text: str) -> Any:
@@ -43,12 +68,31 @@ def _from_list(items: list[Any], columns: Sequence[str]) -> list[Row]:
     return [item if isinstance(item, dict) else dict(zip(columns, item, strict=False)) for item in items]
 
 
-def input_rows(content_type: str, body: str, columns: Sequence[str]) -> list[Row]:  # noqa: PLR0911
-    """The rows of a request in any MLflow input format; [] when the body cannot be read."""
+def _csv_rows(body: str) -> list[Row]:
+    header = next(csv.reader(io.StringIO(body.partition("\n")[0])), [])
+    if len(header) > MAX_PARSED_COLUMNS:
+        raise Unreadable(f"input not stored: the CSV has {len(header)} columns, over {MAX_PARSED_COLUMNS}")
+    frame = pd.read_csv(io.StringIO(body))
+    return [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+
+
+def _too_wide(rows: list[Row]) -> list[Row]:
+    if any(len(row) > MAX_PARSED_COLUMNS for row in rows):
+        raise Unreadable(f"input not stored: a row has over {MAX_PARSED_COLUMNS} columns")
+    return rows
+
+
+def input_rows(content_type: str, body: str, columns: Sequence[str]) -> list[Row]:
+    """The rows of a request in any MLflow input format; [] for no such format; `Unreadable` if too large."""
+    if len(body) > MAX_PARSED_CHARS:
+        raise Unreadable(f"input not stored: the body has {len(body)} characters, over {MAX_PARSED_CHARS}")
+    return _too_wide(_parsed_rows(content_type, body, columns))
+
+
+def _parsed_rows(content_type: str, body: str, columns: Sequence[str]) -> list[Row]:  # noqa: PLR0911
     try:
         if content_type.split(";", maxsplit=1)[0].strip().lower() == "text/csv":
-            frame = pd.read_csv(io.StringIO(body))
-            return [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+            return _csv_rows(body)
         payload = _json(body)
         if not isinstance(payload, dict):
             return []
@@ -62,7 +106,9 @@ def input_rows(content_type: str, body: str, columns: Sequence[str]) -> list[Row
                 return _from_columns(value)
             if isinstance(value, list):
                 return _from_list(value, columns)
-    except (ValueError, TypeError, pd.errors.ParserError):
+    except Unreadable:
+        raise
+    except (ValueError, TypeError, RecursionError, pd.errors.ParserError):
         pass
     return []
 
@@ -76,8 +122,19 @@ def to_rows(record: dict[str, Any], *, hmac_key: bytes | None) -> tuple[Row, lis
     """The `inference_requests` row and `inference_predictions` rows of one spooled exchange."""
     meta = record["request"]
     request_id = uuid.UUID(meta["request_id"])
+    client_id = meta.get("client_request_id")
     id_column = record.get("id_column")
-    inputs = input_rows(record.get("content_type") or "", record.get("body") or "", record.get("columns", []))
+    inputs: list[Row] = []
+    input_error = None
+    if (size := record.get("body_bytes")) is not None:
+        input_error = f"input not stored: the body has {size} bytes, over {MAX_PARSED_CHARS}"
+    else:
+        try:
+            inputs = input_rows(
+                record.get("content_type") or "", record.get("body") or "", record.get("columns", [])
+            )
+        except Unreadable as exc:
+            input_error = str(exc)
     outputs: list[Row] = []
     if record.get("response"):
         try:
@@ -127,5 +184,7 @@ def to_rows(record: dict[str, Any], *, hmac_key: bytes | None) -> tuple[Row, lis
         "upstream_ms": meta.get("upstream_ms"),
         "n_rows": len(predictions) or len(inputs),
         "error": meta.get("error"),
+        "client_request_id": None if client_id is None else uuid.UUID(client_id),
+        "input_error": input_error,
     }
     return request, predictions

@@ -1,11 +1,11 @@
-"""Alembic environment: runs on the connection that `serving.database.migrate` passes in."""
+"""Alembic environment: runs on the connection that `logstore.database.migrate` passes in."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine
 
-from serving.tables import metadata
+from logstore.tables import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # `alembic` on the command line: the URL comes from alembic's config.

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from serving.tables import entities, inference_outcomes, inference_predictions, inference_requests
+from logstore.tables import entities, inference_outcomes, inference_predictions, inference_requests
 
 Row = dict[str, Any]
 

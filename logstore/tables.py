@@ -1,4 +1,4 @@
-"""The log store's tables; Alembic migrations in `serving/migrations` create them."""
+"""The log store's tables; Alembic migrations in `logstore/migrations` create them."""
 
 from __future__ import annotations
 
@@ -38,8 +38,11 @@ inference_requests = Table(
     Column("upstream_ms", Float),
     Column("n_rows", Integer, nullable=False),
     Column("error", Text),
+    Column("client_request_id", Uuid),  # The X-Request-ID a client sent: its own, not unique.
+    Column("input_error", Text),  # Why the input rows were not stored (a body too large to parse).
     Index("ix_inference_requests_received_at", "received_at"),
     Index("ix_inference_requests_model", "model_name", "model_version"),
+    Index("ix_inference_requests_client_request_id", "client_request_id"),
 )
 
 inference_predictions = Table(
