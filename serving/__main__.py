@@ -21,9 +21,9 @@ from logstore.writer import LogWriter
 from registry_scripts.tracking import configure_mlflow
 from serving.app import create_app
 from serving.auth import parse_keys
-from serving.backend import die_with_parent
 from serving.errors import ServingError
 from serving.metrics import Metrics
+from serving.processes import die_with_parent
 from serving.runtime import Runtime
 from serving.settings import ServingSettings
 

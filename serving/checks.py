@@ -11,7 +11,6 @@ import asyncio
 import io
 import logging
 import multiprocessing
-import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from serving.errors import BadRequest, Unavailable
+from serving.processes import background_worker
 from serving.validation import CSV_TYPE, JSON_TYPE, check_params, check_rows, media_type, parse
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class Checker:
             context = multiprocessing.get_context("spawn")
             # Niced: a large body's check yields the CPU to the one-row requests of other clients.
             self._pool = ProcessPoolExecutor(
-                max_workers=self._workers, mp_context=context, initializer=os.nice, initargs=(10,)
+                max_workers=self._workers, mp_context=context, initializer=background_worker
             )
         return self._pool
 

@@ -32,9 +32,17 @@ def error_body(error_code: str, message: str) -> dict[str, str]:
     return {"error_code": error_code, "message": message}
 
 
-def error_response(error: ServingError, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The JSON answer for one of our errors."""
-    return JSONResponse(error_body(error.error_code, error.message), error.status_code, headers=headers)
+def error_response(
+    error: ServingError,
+    headers: dict[str, str] | None = None,
+    *,
+    status_code: int | None = None,
+    code: str | None = None,
+) -> JSONResponse:
+    """The JSON answer for one of our errors (its message bounded like every message we answer)."""
+    return JSONResponse(
+        error_body(code or error.error_code, error.message), status_code or error.status_code, headers=headers
+    )
 
 
 async def read_body(request: Request, limit: int) -> bytes:

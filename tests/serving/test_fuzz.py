@@ -16,7 +16,9 @@ from tests.serving.conftest import HEADERS, Proxy
 
 EXAMPLES = 100
 OPERATIONS = [
+    ("GET", "/ping"),
     ("GET", "/health"),
+    ("GET", "/version"),
     ("GET", "/ready"),
     ("GET", "/metrics"),
     ("GET", "/model"),

@@ -138,6 +138,8 @@ def test_sigterm_finishes_requests_writes_queued_rows_and_leaves_no_child(
     )
     slow.start()
     time.sleep(0.3)
+    assert quiet.process is not None
+    children = psutil.Process(quiet.process.pid).children(recursive=True)
     assert quiet.stop(signal.SIGTERM) == 0
     slow.join()
     assert big[0].status_code == 200 and len(big[0].json()["predictions"]) == 1000
@@ -151,6 +153,22 @@ def test_sigterm_finishes_requests_writes_queued_rows_and_leaves_no_child(
     )
     assert not list(quiet.spool.glob("*.jsonl"))
     assert not any(pid_alive(pid) for pid in quiet.backend_pids())
+    _, alive = psutil.wait_procs(children, timeout=30)  # The backend and the body-check worker.
+    assert not alive, [child.cmdline()[:3] for child in alive]
+
+
+def test_a_killed_proxy_leaves_no_child_behind(
+    served: str, log_db: str, start_proxy: Callable[..., Proxy]
+) -> None:
+    proxy = start_proxy(served, log_db)
+    large = httpx.post(f"{proxy.url}/invocations", json=split_body(rows(500)), headers=HEADERS, timeout=60)
+    assert large.status_code == 200  # Over 64 KiB: checked in the worker process.
+    assert proxy.process is not None
+    children = psutil.Process(proxy.process.pid).children(recursive=True)
+    assert any("spawn_main" in " ".join(child.cmdline()) for child in children)
+    proxy.stop(signal.SIGKILL)
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, [child.cmdline()[:3] for child in alive]
 
 
 @pytest.mark.integration

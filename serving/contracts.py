@@ -1,0 +1,133 @@
+"""The bodies the proxy answers, as types: the OpenAPI schema and the fuzz test check them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, PlainSerializer
+
+# As the log store gives it back, offset and all (`+00:00`, not pydantic's `Z`): answers stay as before.
+Moment = Annotated[datetime, PlainSerializer(lambda moment: moment.isoformat(), return_type=str)]
+Json = Any  # A JSON column, answered as stored.
+
+
+class Labels(BaseModel):
+    """The two labels in the dataset's words."""
+
+    negative: str
+    positive: str
+
+
+class UseCase(BaseModel):
+    """The model's own words: its use case and its target."""
+
+    name: str | None
+    target: str | None
+
+
+class ModelFacts(BaseModel):
+    """`GET /model`: the served version's registry facts, threshold, holdout metrics, schema and params."""
+
+    name: str
+    version: int
+    served_as: str
+    stage: str | None
+    aliases: list[str]
+    run_id: str | None
+    threshold: float | None
+    metrics: dict[str, float]
+    id_column: str | None
+    input_schema: list[dict[str, Json]]
+    params: list[dict[str, Json]]
+    labels: Labels | None
+    features: dict[str, Json] | None
+    use_case: UseCase | None
+
+
+class Readiness(BaseModel):
+    """`GET /ready`: ready, or why not."""
+
+    status: str
+    model_version: int | None
+    reasons: list[str]
+
+
+class LoggedPrediction(BaseModel):
+    """One logged prediction with its request's time and model version (`GET /predictions`)."""
+
+    request_id: uuid.UUID
+    row_index: int
+    received_at: Moment
+    model_name: str
+    model_version: int | None
+    entity_id: str | None
+    score: float
+    prediction: str
+    threshold: float
+    base_value: float | None
+    contributions: Json
+    unseen_categories: Json
+    input: Json
+
+
+class Predictions(BaseModel):
+    """`GET /predictions`: the latest logged predictions, newest first."""
+
+    predictions: list[LoggedPrediction]
+
+
+class PredictionRow(BaseModel):
+    """One row of `inference_predictions`."""
+
+    request_id: uuid.UUID
+    row_index: int
+    entity_id: str | None
+    input: Json
+    score: float
+    prediction: str
+    threshold: float
+    base_value: float | None
+    contributions: Json
+    unseen_categories: Json
+
+
+class LoggedRequest(BaseModel):
+    """`GET /predictions/{request_id}`: one row of `inference_requests` and its predictions."""
+
+    request_id: uuid.UUID
+    received_at: Moment
+    key_id: str | None
+    endpoint: str
+    model_name: str
+    model_version: int | None
+    model_target: str
+    status_code: int
+    total_ms: float
+    upstream_ms: float | None
+    n_rows: int
+    error: str | None
+    client_request_id: uuid.UUID | None
+    input_error: str | None
+    predictions: list[PredictionRow]
+
+
+class Recorded(BaseModel):
+    """`POST /feedback`: the outcome as stored, and the label it replaced."""
+
+    request_id: str
+    row: int
+    model_version: int | None
+    predicted: str
+    label: str
+    replaced: str | None
+    message: str
+
+
+class DriftSummary(BaseModel):
+    """`GET /drift`: the MLflow run of the latest drift report and its summary, as the report wrote it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    run_id: str

@@ -1,0 +1,1 @@
+"""The proxy's routes, one module per concern; `serving.app` puts them together."""

@@ -1,0 +1,92 @@
+"""The prediction log over HTTP: latest predictions, one request, its waterfall plot, observed outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+
+from logstore import feedback, store
+from serving.contracts import LoggedRequest, Predictions, Recorded
+from serving.errors import NotFound, Unavailable
+from serving.openapi import errors
+from serving.routes.deps import Key, RuntimeDep
+from serving.runtime import Runtime
+from serving.waterfall import render_png
+
+router = APIRouter()
+
+
+async def _logged_request(runtime: Runtime, request_id: uuid.UUID) -> dict[str, Any]:
+    found = await runtime.on_database(store.get_request, request_id=request_id)
+    if found is None:
+        raise NotFound(f"request {request_id} is not in the log (yet: rows are written within seconds)")
+    return found
+
+
+@router.post(
+    "/feedback", status_code=201, responses={200: {"description": "replaced"}, **errors(400, 401, 404, 503)}
+)
+async def record_feedback(
+    _: Key, runtime: RuntimeDep, outcome: feedback.Feedback, response: Response
+) -> Recorded:
+    """Record the observed label of a logged prediction; a second label for a row replaces the first."""
+    labels = runtime.backend.info.labels if runtime.backend else None
+    if labels is None:
+        raise Unavailable("the served model version does not name its labels (model server not running?)")
+    [stored] = await runtime.on_database(
+        feedback.record, outcomes=[outcome], model_name=runtime.settings.model, labels=labels,
+        hmac_key=runtime.settings.hmac_key, source="api",
+    )  # fmt: skip
+    if stored["replaced"] is None:
+        message = "recorded"
+    else:
+        response.status_code = 200
+        message = f"replaced the earlier label {stored['replaced']!r}"
+    return Recorded(**stored, message=message)
+
+
+@router.get("/predictions", responses=errors(400, 401, 503))
+async def predictions(
+    _: Key,
+    runtime: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    model_version: Annotated[int | None, Query(ge=1)] = None,
+) -> Predictions:
+    """The latest logged predictions of this model, newest first."""
+    rows = await runtime.on_database(
+        store.latest_predictions, limit=limit,
+        model_name=runtime.settings.model, model_version=model_version,
+    )  # fmt: skip
+    return Predictions.model_validate({"predictions": rows})
+
+
+@router.get("/predictions/{request_id}", responses=errors(400, 401, 404, 503))
+async def prediction(_: Key, runtime: RuntimeDep, request_id: uuid.UUID) -> LoggedRequest:
+    """One logged request with its predictions."""
+    return LoggedRequest.model_validate(await _logged_request(runtime, request_id))
+
+
+@router.get(
+    "/predictions/{request_id}/waterfall.png",
+    responses={200: {"content": {"image/png": {}}}, **errors(400, 401, 404, 503)},
+    response_class=Response,
+)
+async def waterfall(
+    _: Key, runtime: RuntimeDep, request_id: uuid.UUID, row: Annotated[int, Query(ge=0)] = 0
+) -> Response:
+    """A SHAP waterfall plot of one logged row, from its stored contributions."""
+    found = await _logged_request(runtime, request_id)
+    rows = {item["row_index"]: item for item in found["predictions"]}
+    if row not in rows:
+        raise NotFound(f"request {request_id} has no logged row {row}")
+    item = rows[row]
+    if not item["contributions"] or item["base_value"] is None:
+        raise NotFound(f"request {request_id} row {row} was scored without explanations")
+    png = await asyncio.to_thread(
+        render_png, contributions=item["contributions"], base_value=item["base_value"],
+        score=item["score"], features=item["input"] or {},
+    )  # fmt: skip
+    return Response(png, media_type="image/png")

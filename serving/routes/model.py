@@ -1,0 +1,34 @@
+"""What is served: the version's facts and its latest drift summary."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+
+from serving.contracts import DriftSummary, ModelFacts
+from serving.drift import latest_summary
+from serving.openapi import errors
+from serving.routes.deps import Key, RuntimeDep, not_running
+
+router = APIRouter()
+
+
+@router.get("/model", responses=errors(401, 503))
+async def model(_: Key, runtime: RuntimeDep) -> ModelFacts:
+    """The served version: registry facts, threshold, holdout metrics, schema and params."""
+    if runtime.backend is None:
+        raise not_running(runtime)
+    return ModelFacts.model_validate(runtime.backend.info.as_json())
+
+
+@router.get("/drift", responses=errors(401, 404, 503))
+async def drift(_: Key, runtime: RuntimeDep) -> DriftSummary:
+    """The latest drift summary of this model (`python -m monitoring drift`), from MLflow."""
+    backend = runtime.backend
+    if backend is None or backend.info.run_id is None:
+        raise not_running(runtime)
+    summary = await asyncio.to_thread(
+        latest_summary, runtime.client, model=runtime.settings.model, run_id=backend.info.run_id
+    )
+    return DriftSummary.model_validate(summary)
