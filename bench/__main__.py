@@ -24,8 +24,8 @@ from logstore.database import first_line
 from training.errors import TrainingError
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "attrition.csv"
-FULL = {"rounds": 1000, "batches": 20, "load_seconds": 60.0, "trials": 0}
-QUICK = {"rounds": 200, "batches": 5, "load_seconds": 15.0, "trials": 5}
+FULL = {"rounds": 1000, "batches": 20, "load_seconds": 60.0, "trials": 0, "wide_bodies": 3}
+QUICK = {"rounds": 200, "batches": 5, "load_seconds": 15.0, "trials": 5, "wide_bodies": 1}
 DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -52,6 +52,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batches", type=_positive(int), help="large requests per path (20; quick 5)")
     parser.add_argument(
         "--batch-rows", type=_positive(int), default=1000, help="rows per large request (1000)"
+    )
+    parser.add_argument(
+        "--wide-bodies",
+        type=_positive(int),
+        help="14 MB bodies refused while one-row requests go on (3; quick 1)",
     )
     parser.add_argument(
         "--load-seconds", type=_positive(float), help="length of each load run (60; quick 15)"
@@ -125,6 +130,10 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str) -> dict[str,
         floor_batches = measure.batch_latencies(servers["constant"].url, batch, count=args.batches)
         direct_batches = measure.batch_latencies(direct, batch, count=args.batches)
         proxy_batches = measure.batch_latencies(on.url, batch, count=args.batches)
+        logging.info("one-row requests while %d wide bodies are refused", args.wide_bodies)
+        wide = measure.while_refusing(
+            on.url, singles, measure.wide_body(), rounds=min(args.rounds, 200), wides=args.wide_bodies
+        )
         loads: dict[str, dict[str, Any]] = {}
         for state, server in (("on", on), ("off", off)):
             logging.info("load with logging %s: %d clients for %g s", state, args.clients, args.load_seconds)
@@ -165,6 +174,11 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str) -> dict[str,
             "proxy_ms": report.summary(proxy_batches),
         },
         "load": loads,
+        "wide_body": {
+            "bytes": wide["wide_bytes"],
+            "alone_ms": report.summary(wide["alone_ms"]),
+            "during_ms": report.summary(wide["during_ms"]),
+        },
         "memory_mib": memory,
         "model": {
             "trees": subjects.trees,

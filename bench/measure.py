@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import joblib
@@ -53,6 +55,45 @@ def interleaved_latencies(
                 if n >= warmup:
                     times[name].append(elapsed)
     return times
+
+
+def wide_body(columns: int = 1_000_000) -> bytes:
+    """A body of one row and `columns` unknown columns (about 14 MB): parsed and refused with a 400."""
+    names = [f"c{n}" for n in range(columns)]
+    return json.dumps({"dataframe_split": {"columns": names, "data": [[0] * columns]}}).encode()
+
+
+def while_refusing(url: str, bodies: list[bytes], wide: bytes, *, rounds: int, wides: int) -> dict[str, Any]:
+    """One-row latencies alone, then while `wides` wide bodies are sent one after another and refused."""
+    refused: list[int] = []
+
+    def send_wide() -> None:
+        with httpx.Client(headers=JSON, timeout=300) as client:
+            refused.append(client.post(f"{url}/invocations", content=wide).status_code)
+
+    def one(client: httpx.Client, n: int) -> float:
+        started = time.perf_counter()
+        _check(client.post(f"{url}/invocations", content=bodies[n % len(bodies)]), url)
+        return (time.perf_counter() - started) * 1000
+
+    with httpx.Client(headers=JSON, timeout=60) as client:
+        alone = [one(client, n) for n in range(rounds)]
+        during: list[float] = []
+        for _ in range(wides):
+            sender = threading.Thread(target=send_wide)
+            sender.start()
+            n = 0
+            while sender.is_alive():
+                elapsed = one(client, n)
+                if sender.is_alive():  # Answered while the wide body was still being read or refused.
+                    during.append(elapsed)
+                n += 1
+            sender.join()
+    if refused != [400] * wides or not during:
+        raise MeasurementError(
+            f"the wide bodies were answered {refused}, {len(during)} one-row requests meanwhile"
+        )
+    return {"alone_ms": alone, "during_ms": during, "wide_bytes": len(wide)}
 
 
 def batch_latencies(url: str, body: bytes, *, count: int) -> list[float]:

@@ -22,7 +22,7 @@ from logstore.settings import LogStoreSettings
 from monitoring import job, outcomes, reference
 from monitoring.drift import Thresholds
 from monitoring.errors import MonitoringError
-from registry_scripts.tracking import configure_mlflow
+from registry_scripts.access import configure_mlflow
 
 
 def _version(text: str) -> int | None:

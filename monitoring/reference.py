@@ -14,6 +14,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from monitoring.errors import MonitoringError
+from registry_scripts import access
 
 HOLDOUT_METRICS = (
     "holdout_roc_auc",
@@ -48,16 +49,8 @@ class Reference:
 def resolve_version(client: MlflowClient, name: str, version: int | None) -> int:
     """The version asked for, else the one @production names, else the newest."""
     try:
-        if version is not None:
-            return int(client.get_model_version(name, str(version)).version)
-        try:
-            return int(client.get_model_version_by_alias(name, "production").version)
-        except MlflowException:
-            versions = client.search_model_versions(f"name = '{name}'")
-            if not versions:
-                raise MonitoringError(f"--model: no registered model {name!r} has a version") from None
-            return max(int(found.version) for found in versions)
-    except MlflowException as exc:
+        return access.resolve(client, name, version=version, newest_without_alias=True)
+    except access.LookupFailed as exc:
         where = f"--version: {name} version {version}" if version is not None else f"--model: {name}"
         raise MonitoringError(f"{where}: {exc.message}") from exc
 

@@ -12,10 +12,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from registry_scripts import actions
+from registry_scripts.access import configure_mlflow
 from registry_scripts.errors import RegistryError
 from registry_scripts.gates import holdout_auc
 from registry_scripts.registry import drift, versions
-from registry_scripts.tracking import configure_mlflow
 
 
 def _flag(text: str) -> bool:

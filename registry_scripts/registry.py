@@ -10,6 +10,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from registry_scripts import access
 from registry_scripts.errors import RegistryError
 
 STAGE_ALIASES = {"Staging": "staging", "Production": "production"}
@@ -57,8 +58,10 @@ def model_aliases(client: MlflowClient, name: str) -> dict[str, str]:
 def versions(client: MlflowClient, name: str) -> list[Version]:
     """Every version of a model, oldest first."""
     aliases = model_aliases(client, name)
-    escaped = name.replace("'", "\\'")
-    found = client.search_model_versions(f"name = '{escaped}'")
+    try:
+        found = client.search_model_versions(f"name = {access.quoted(name)}")
+    except access.LookupFailed as exc:
+        raise RegistryError(f"--model: {exc.message}") from exc
     return sorted((Version.of(mv, aliases) for mv in found), key=lambda v: v.number)
 
 

@@ -18,7 +18,7 @@ from logstore.database import make_engine, migrate, safe_url, wait_for
 from logstore.errors import LogStoreError
 from logstore.spool import Spool
 from logstore.writer import LogWriter
-from registry_scripts.tracking import configure_mlflow
+from registry_scripts.access import configure_mlflow
 from serving.app import create_app
 from serving.auth import parse_keys
 from serving.errors import ServingError

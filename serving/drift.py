@@ -11,17 +11,20 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from registry_scripts.access import LookupFailed, quoted
 from serving.errors import NotFound, Unavailable
 
 
 def latest_summary(client: MlflowClient, *, model: str, run_id: str) -> dict[str, Any]:
     """The newest drift run's summary of `model`, in the experiment of its training `run_id`."""
-    if "'" in model:  # Not a name MLflow's filter syntax can quote; no report can carry it.
-        raise NotFound(f"no drift report of {model!r}")
+    try:
+        name = quoted(model)
+    except LookupFailed as exc:  # No report can carry a name MLflow's filters cannot quote.
+        raise NotFound(f"no drift report of {model!r}") from exc
     try:
         runs = client.search_runs(
             [client.get_run(run_id).info.experiment_id],
-            f"tags.monitoring = 'drift' and tags.model_name = '{model}'",
+            f"tags.monitoring = 'drift' and tags.model_name = {name}",
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )

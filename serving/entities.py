@@ -21,7 +21,7 @@ from logstore.database import first_line, make_engine, migrate, safe_url
 from logstore.errors import LogStoreError
 from logstore.records import pseudonym
 from logstore.store import upsert_entities
-from registry_scripts.tracking import configure_mlflow
+from registry_scripts.access import configure_mlflow
 from serving.errors import ServingError
 from serving.registry import ModelInfo, describe, resolve
 from serving.settings import ServingSettings

@@ -10,6 +10,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from registry_scripts import access
 from serving.errors import ConfigurationError
 
 REPORTED_METRICS = ("threshold", "cv_roc_auc")
@@ -69,18 +70,10 @@ class ModelInfo:
 def resolve(client: MlflowClient, name: str, *, alias: str | None, stage: str | None) -> int:
     """The version an alias or a stage names now."""
     try:
-        if stage:
-            held = [
-                int(version.version)
-                for version in client.search_model_versions(f"name = '{name}'")
-                if version.current_stage == stage
-            ]
-            if not held:
-                raise ConfigurationError(f"--stage: no version of model {name!r} is in stage {stage}")
-            return max(held)
-        return int(client.get_model_version_by_alias(name, alias or "production").version)
-    except MlflowException as exc:
-        raise ConfigurationError(f"--model/--alias: {name}@{alias}: {exc.message}") from exc
+        return access.resolve(client, name, alias=alias, stage=stage)
+    except access.LookupFailed as exc:
+        where = f"--stage: {name}/{stage}" if stage else f"--model/--alias: {name}@{alias}"
+        raise ConfigurationError(f"{where}: {exc.message}") from exc
 
 
 def describe(client: MlflowClient, name: str, version: int, target: str) -> ModelInfo:

@@ -10,12 +10,7 @@ import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from registry_scripts.tracking import configure_mlflow
-
-
-def model_uri(name: str, alias: str | None, stage: str | None) -> str:
-    """`models:/name@alias` or `models:/name/Stage`."""
-    return f"models:/{name}/{stage}" if stage else f"models:/{name}@{alias or 'production'}"
+from registry_scripts.access import configure_mlflow, model_uri
 
 
 def explain_lines(result: pd.Series, row: pd.Series, id_column: str | None) -> str:
@@ -57,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit < 0 or args.top_k < 0:
         print("error: --limit and --top-k must be >= 0", file=sys.stderr)
         return 2
-    uri = model_uri(args.model, args.alias, args.stage)
+    uri = model_uri(args.model, alias=args.alias, stage=args.stage)
     try:
         rows = pd.read_csv(args.input, nrows=args.limit or None)
     except (OSError, ValueError) as exc:

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from registry_scripts.tracking import configure_mlflow
+from registry_scripts.access import configure_mlflow
 from training.config import available_configs, load_config
 from training.errors import TrainingError
 from training.job import train

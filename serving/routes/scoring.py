@@ -12,7 +12,7 @@ from logstore.records import pseudonym
 from serving.entities import restore_id
 from serving.errors import BadRequest, NotFound
 from serving.openapi import BY_ID_BODY, INVOCATIONS_BODY, PREDICTIONS, errors
-from serving.routes.deps import RuntimeDep
+from serving.routes.deps import get_runtime
 from serving.scoring import read_body, score
 from serving.validation import JSON_TYPE, check_params, media_type, parse
 
@@ -26,8 +26,9 @@ BY_ID_BODY_BYTES = 64 * 1024
     openapi_extra={"requestBody": INVOCATIONS_BODY},
     responses={**PREDICTIONS, **errors(400, 401, 413, 415, 500, 503, 504)},
 )
-async def invocations(request: Request, runtime: RuntimeDep) -> Response:
+async def invocations(request: Request) -> Response:
     """MLflow's scoring protocol, unchanged; adds X-Request-ID and X-Model-Version."""
+    runtime = get_runtime(request)  # Not a dependency: FastAPI's resolution costs the hot path.
 
     async def body() -> tuple[bytes, str]:
         raw = await read_body(request, runtime.settings.max_body_bytes)
@@ -47,8 +48,9 @@ async def invocations(request: Request, runtime: RuntimeDep) -> Response:
     openapi_extra={"requestBody": BY_ID_BODY},
     responses={**PREDICTIONS, **errors(400, 401, 404, 413, 500, 503, 504)},
 )
-async def predict_by_id(request: Request, entity_id: str, runtime: RuntimeDep) -> Response:
+async def predict_by_id(request: Request, entity_id: str) -> Response:
     """Score an entity from the entity table; an optional JSON body may carry `params`."""
+    runtime = get_runtime(request)
 
     async def body() -> tuple[bytes, str]:
         raw = await read_body(request, runtime.settings.max_body_bytes)

@@ -50,9 +50,11 @@ def test_a_tiny_quick_run_measures_everything_and_writes_its_results(tmp_path: P
     assert on["stored"] == on["answered"] and on["lost"] == 0 and on["duplicated"] == 0
     assert off["answered"] > 0 and off["stored"] == 0  # Logging off stores nothing.
     assert on["peak_rss_mib"] > 100 and all(value > 50 for value in results["memory_mib"].values())
-    assert [g["number"] for g in results["goals"]] == ["1", "2a", "2b", "3", "4", "5a", "5b"]
+    assert [g["number"] for g in results["goals"]] == ["1", "2a", "2b", "3", "4", "5a", "5b", "6"]
+    wide = results["wide_body"]
+    assert wide["bytes"] > 13 * 2**20 and wide["alone_ms"]["n"] == 15 and wide["during_ms"]["n"] > 0
     table = (tmp_path / "RESULTS.md").read_text()
-    assert "| goal | measured | target |" in table and table.count("pass") + table.count("FAIL") == 7
+    assert "| goal | measured | target |" in table and table.count("pass") + table.count("FAIL") == 8
     assert "Goal 4's ceiling: " in table
     assert "| goal | measured | target |" in done.stdout
     [database] = re.findall(r"scratch database (bench_[0-9a-f]{12}) created", done.stderr)
@@ -71,11 +73,12 @@ def test_goals_compare_the_right_figures() -> None:
         },
         "batch": {"proxy_rows_per_s": 590.0, "in_process_rows_per_s": 1000.0, "constant_rows_per_s": 3000.0},
         "load": {"on": {"per_second": 90.0, "lost": 0, "duplicated": 1}, "off": {"per_second": 100.0}},
+        "wide_body": {"alone_ms": {"median": 10.0}, "during_ms": {"median": 25.0}},
     }
     verdicts = {g.number: (round(g.value, 3), g.passed) for g in goals(results)}
     assert verdicts == {
         "1": (1.2, True), "2a": (1.292, False), "2b": (1.55, False), "3": (2.0, True),
-        "4": (0.59, False), "5a": (1.0, False), "5b": (0.9, True),
+        "4": (0.59, False), "5a": (1.0, False), "5b": (0.9, True), "6": (2.5, False),
     }  # fmt: skip
     # 1 ms of the model's own work per row on top of 1/3 ms of MLflow's floor: at most 0.75.
     assert batch_ceiling(results["batch"]) == pytest.approx(0.75)
@@ -98,6 +101,18 @@ def test_bad_options_are_named(argv: list[str], message: str, capsys: pytest.Cap
 
 def test_quick_changes_only_the_sizes_not_given() -> None:
     quick = parse_args(["--quick", "--rounds", "7"])
-    assert (quick.rounds, quick.batches, quick.load_seconds, quick.trials) == (7, 5, 15.0, 5)
+    assert (quick.rounds, quick.batches, quick.load_seconds, quick.trials, quick.wide_bodies) == (
+        7,
+        5,
+        15.0,
+        5,
+        1,
+    )
     full = parse_args([])
-    assert (full.rounds, full.batches, full.load_seconds, full.trials) == (1000, 20, 60.0, None)
+    assert (full.rounds, full.batches, full.load_seconds, full.trials, full.wide_bodies) == (
+        1000,
+        20,
+        60.0,
+        None,
+        3,
+    )
