@@ -25,7 +25,7 @@ from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 from pydantic import ValidationError
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 
 from training import plots
@@ -34,7 +34,7 @@ from training.data import Dataset, load_dataset
 from training.errors import ConfigError
 from training.evaluation import choose_threshold, classification_metrics
 from training.features import encoded_to_raw
-from training.search import baseline_pipeline, folds, oof_scores, tune, xgb_pipeline
+from training.search import SearchResult, baseline_pipeline, folds, oof_scores, tune, xgb_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +157,240 @@ def _write_artifacts(
     return {key: str(path) for key, path in paths.items()}
 
 
+@dataclass(frozen=True)
+class Split:
+    """The stratified training and holdout parts of a dataset."""
+
+    X_train: pd.DataFrame
+    X_hold: pd.DataFrame
+    y_train: np.ndarray
+    y_hold: np.ndarray
+    ids_hold: pd.Series
+
+
+@dataclass(frozen=True)
+class Searched:
+    """The search's best parameters and out-of-fold scores, and the decision threshold they give."""
+
+    result: SearchResult
+    threshold: float
+    baseline_oof: np.ndarray
+    baseline_threshold: float
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """The final pipeline fitted on the training part, and every metric of it and of the baseline."""
+
+    model: Pipeline
+    metrics: dict[str, float]
+    hold_scores: np.ndarray
+    baseline_hold: np.ndarray
+
+
+@dataclass(frozen=True)
+class Explained:
+    """The TreeSHAP explainer and how encoded columns sum back to raw features."""
+
+    explainer: Any
+    owners: np.ndarray  # The raw feature of each encoded column.
+    raw_features: list[str]
+    aggregate: np.ndarray  # Encoded-to-raw summing matrix.
+
+
+def _split(dataset: Dataset, search: SearchConfig) -> Split:
+    X_train, X_hold, y_train, y_hold, _ids_train, ids_hold = train_test_split(
+        dataset.features, dataset.target, dataset.ids,
+        test_size=search.holdout_fraction, stratify=dataset.target, random_state=search.seed,
+    )  # fmt: skip
+    return Split(X_train, X_hold, y_train, y_hold, ids_hold)
+
+
+def _log_inputs(config: UseCaseConfig, dataset: Dataset, split: Split, search: SearchConfig) -> str:
+    """Tags, params and the dataset of the run; the git commit."""
+    commit = git_commit()
+    mlflow.set_tags({"use_case": config.model_name, "git_commit": commit, "mlflow.source.git.commit": commit})
+    mlflow.log_params(
+        {
+            "use_case": config.model_name,
+            "dataset_sha256": dataset.sha256,
+            "dataset_rows": len(dataset.target),
+            "train_rows": len(split.y_train),
+            "holdout_rows": len(split.y_hold),
+            "n_features": len(dataset.schema),
+            # Namespaced: `mlflow run` logs its own entry-point parameters (trials, cv_folds) on this run.
+            **{f"search.{key}": value for key, value in search.model_dump().items()},
+            "costs.false_negative": config.costs.false_negative,
+            "costs.false_positive": config.costs.false_positive,
+        }
+    )
+    frame = pd.concat([dataset.ids, dataset.features], axis=1).assign(**{config.data.target: dataset.target})
+    with _quiet_mlflow_hints():
+        mlflow.log_input(
+            from_pandas(
+                frame, source=str(dataset.source), targets=config.data.target, name=config.model_name
+            ),
+            context="training",
+        )
+    return commit
+
+
+def _search_and_threshold(
+    config: UseCaseConfig, dataset: Dataset, split: Split, search: SearchConfig, cv: StratifiedKFold
+) -> Searched:
+    """Tune by out-of-fold ROC AUC, then pick the cost-optimal threshold on the out-of-fold scores."""
+    numeric, categorical = dataset.numeric, dataset.categorical
+    log.info("searching %d trials with %d-fold stratified CV", search.trials, search.cv_folds)
+    result = tune(
+        split.X_train, split.y_train, numeric, categorical, trials=search.trials, cv=cv, seed=search.seed,
+        on_trial=lambda n, _p, auc: mlflow.log_metric("trial_cv_roc_auc", auc, step=n),
+    )  # fmt: skip
+    mlflow.log_params({f"xgb_{key}": value for key, value in result.params.items()})
+    threshold = choose_threshold(split.y_train, result.oof_scores, config.costs)
+    log.info("best cv ROC AUC %.4f; cost-optimal threshold %.4f", result.cv_roc_auc, threshold)
+    baseline_oof = oof_scores(baseline_pipeline(numeric, categorical), split.X_train, split.y_train, cv)
+    baseline_threshold = choose_threshold(split.y_train, baseline_oof, config.costs)
+    return Searched(result, threshold, baseline_oof, baseline_threshold)
+
+
+def _evaluate(
+    config: UseCaseConfig, dataset: Dataset, split: Split, search: SearchConfig, searched: Searched
+) -> Evaluated:
+    """Fit the final pipeline and the baseline; CV and holdout metrics of both, logged."""
+    numeric, categorical, costs = dataset.numeric, dataset.categorical, config.costs
+    model = xgb_pipeline(numeric, categorical, searched.result.params, search.seed)
+    model.fit(split.X_train, split.y_train)
+    baseline = baseline_pipeline(numeric, categorical).fit(split.X_train, split.y_train)
+    hold_scores = model.predict_proba(split.X_hold)[:, 1]
+    baseline_hold = baseline.predict_proba(split.X_hold)[:, 1]
+    threshold, baseline_threshold = searched.threshold, searched.baseline_threshold
+    y_train, y_hold = split.y_train, split.y_hold
+    metrics = {
+        "threshold": threshold,
+        **_prefixed("cv", classification_metrics(y_train, searched.result.oof_scores, threshold, costs)),
+        **_prefixed("holdout", classification_metrics(y_hold, hold_scores, threshold, costs)),
+        "baseline_threshold": baseline_threshold,
+        **_prefixed(
+            "baseline_cv", classification_metrics(y_train, searched.baseline_oof, baseline_threshold, costs)
+        ),
+        **_prefixed(
+            "baseline_holdout", classification_metrics(y_hold, baseline_hold, baseline_threshold, costs)
+        ),
+    }
+    mlflow.log_metrics(metrics)
+    log.info(
+        "holdout ROC AUC %.4f (baseline %.4f), cost per case %.1f (baseline %.1f)",
+        metrics["holdout_roc_auc"], metrics["baseline_holdout_roc_auc"],
+        metrics["holdout_business_cost_per_case"], metrics["baseline_holdout_business_cost_per_case"],
+    )  # fmt: skip
+    return Evaluated(model, metrics, hold_scores, baseline_hold)
+
+
+def _explain(dataset: Dataset, split: Split, evaluated: Evaluated) -> Explained:
+    """The TreeSHAP explainer of the final model, and the holdout's plots."""
+    preprocess = evaluated.model.named_steps["preprocess"]
+    owners = encoded_to_raw(preprocess, dataset.numeric, dataset.categorical)
+    raw_features = dataset.numeric + dataset.categorical
+    explainer = shap.TreeExplainer(evaluated.model.named_steps["model"])
+    aggregate = np.zeros((len(owners), len(raw_features)))
+    aggregate[np.arange(len(owners)), owners] = 1.0
+    encoded_hold = pd.DataFrame(
+        preprocess.transform(split.X_hold), columns=preprocess.get_feature_names_out()
+    )
+    shap_hold = np.asarray(explainer.shap_values(encoded_hold.to_numpy()), dtype=np.float64)
+    _log_figures(
+        split.y_hold,
+        {"xgboost": evaluated.hold_scores, "logistic baseline": evaluated.baseline_hold},
+        raw=shap_hold @ aggregate, names=raw_features, shap_values=shap_hold, encoded=encoded_hold,
+    )  # fmt: skip
+    return Explained(explainer, owners, raw_features, aggregate)
+
+
+def _log_reference(
+    work: Path, split: Split, *, searched: Searched, evaluated: Evaluated, explained: Explained, seed: int
+) -> None:
+    """The sample monitoring compares traffic with: training rows, their scores, mean |SHAP|."""
+    X_train = split.X_train
+    reference = X_train.sample(n=min(REFERENCE_ROWS, len(X_train)), random_state=seed)
+    encoded_ref = evaluated.model.named_steps["preprocess"].transform(reference)
+    shap_ref = np.asarray(explained.explainer.shap_values(encoded_ref), dtype=np.float64)
+    raw_ref = shap_ref @ explained.aggregate
+    # Out-of-fold scores: the final model's scores on rows it was fitted on are more extreme than
+    # on new rows, and would make every production window look drifted.
+    oof = searched.result.oof_scores[X_train.index.get_indexer(reference.index)]
+    reference.assign(score=oof).to_parquet(work / "train_sample.parquet")
+    mean_abs = dict(zip(explained.raw_features, np.abs(raw_ref).mean(axis=0).tolist(), strict=True))
+    (work / "shap_mean_abs.json").write_text(json.dumps(mean_abs, indent=2))
+    mlflow.log_artifact(str(work / "train_sample.parquet"), "reference")
+    mlflow.log_artifact(str(work / "shap_mean_abs.json"), "reference")
+
+
+def _package(
+    work: Path,
+    config: UseCaseConfig,
+    dataset: Dataset,
+    split: Split,
+    *,
+    evaluated: Evaluated,
+    explained: Explained,
+    decision: dict[str, Any],
+) -> str:
+    """Log the explainable pyfunc with its artifacts and signature, registered; its version."""
+    metadata = {
+        "input_columns": [feature.name for feature in dataset.schema],
+        "raw_features": explained.raw_features,
+        "encoded_to_raw": explained.owners.tolist(),
+        "id_column": str(dataset.ids.name),
+        **decision,
+    }
+    artifacts = _write_artifacts(work, evaluated.model, explained.explainer, metadata)
+    id_type = "long" if pd.api.types.is_integer_dtype(dataset.ids) else "string"
+    example = pd.concat([split.ids_hold, split.X_hold], axis=1).head(3).reset_index(drop=True)
+    log.info("logging the explainable pyfunc and registering it as %r", config.model_name)
+    with _quiet_mlflow_hints():
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(MODEL_CODE),
+            artifacts=artifacts,
+            signature=_signature(dataset, id_type, decision["threshold"]),
+            input_example=example,
+            pip_requirements=_requirements(),
+            registered_model_name=config.model_name,
+            metadata={
+                "use_case": config.model_name,
+                **decision,
+                "features": _feature_facts(split.X_train, dataset.numeric, dataset.categorical),
+            },
+        )
+    return str(info.registered_model_version)
+
+
+def _register(
+    config: UseCaseConfig, dataset: Dataset, version: str, metrics: dict[str, float], commit: str
+) -> None:
+    """The version's tags (key metrics, threshold, data, commit) and descriptions in the registry."""
+    client = MlflowClient()
+    for key in VERSION_TAG_METRICS:
+        client.set_model_version_tag(config.model_name, version, key, f"{metrics[key]:.6f}")
+    client.set_model_version_tag(config.model_name, version, "threshold", f"{metrics['threshold']:.6f}")
+    client.set_model_version_tag(config.model_name, version, "dataset_sha256", dataset.sha256)
+    client.set_model_version_tag(config.model_name, version, "git_commit", commit)
+    client.update_model_version(
+        config.model_name,
+        version,
+        description=(
+            f"{config.description.strip()} Holdout ROC AUC {metrics['holdout_roc_auc']:.4f}, "
+            f"threshold {metrics['threshold']:.4f}, trained on {dataset.source.name} ({dataset.sha256[:12]})."
+        ).strip(),
+    )
+    if config.description:
+        client.update_registered_model(config.model_name, description=config.description.strip())
+
+
 def train(
     config: UseCaseConfig, *, trials: int | None = None, cv_folds: int | None = None
 ) -> TrainingOutcome:
-    """Train, evaluate, log and register one model version for a use case."""
+    """Train, evaluate, log and register one model version for a use case, step by step."""
     overrides = {k: v for k, v in {"trials": trials, "cv_folds": cv_folds}.items() if v is not None}
     try:
         search = SearchConfig.model_validate({**config.search.model_dump(), **overrides})
@@ -169,182 +399,33 @@ def train(
     config = config.model_copy(update={"search": search})
     dataset = load_dataset(config)
     log.info(
-        "loaded %s: %d rows, %d features, %.1f%% %r",
-        dataset.source.name,
-        len(dataset.target),
-        len(dataset.schema),
-        100 * dataset.target.mean(),
-        dataset.positive_label,
-    )
-    X_train, X_hold, y_train, y_hold, _ids_train, ids_hold = train_test_split(
-        dataset.features,
-        dataset.target,
-        dataset.ids,
-        test_size=search.holdout_fraction,
-        stratify=dataset.target,
-        random_state=search.seed,
-    )
-    numeric, categorical = dataset.numeric, dataset.categorical
-    cv = folds(search.cv_folds, search.seed)
-
+        "loaded %s: %d rows, %d features, %.1f%% %r", dataset.source.name, len(dataset.target),
+        len(dataset.schema), 100 * dataset.target.mean(), dataset.positive_label,
+    )  # fmt: skip
+    split = _split(dataset, search)
     if not MLFLOW_RUN_ID.get():  # `mlflow run` already made the run, in the experiment it was told.
         mlflow.set_experiment(config.experiment_name)
     with mlflow.start_run(run_name=f"train-{config.model_name}") as run:
-        commit = git_commit()
-        mlflow.set_tags(
-            {"use_case": config.model_name, "git_commit": commit, "mlflow.source.git.commit": commit}
-        )
-        mlflow.log_params(
-            {
-                "use_case": config.model_name,
-                "dataset_sha256": dataset.sha256,
-                "dataset_rows": len(dataset.target),
-                "train_rows": len(y_train),
-                "holdout_rows": len(y_hold),
-                "n_features": len(dataset.schema),
-                # Namespaced: `mlflow run` logs its own entry-point parameters (trials, cv_folds) on this run.
-                **{f"search.{key}": value for key, value in search.model_dump().items()},
-                "costs.false_negative": config.costs.false_negative,
-                "costs.false_positive": config.costs.false_positive,
-            }
-        )
-        frame = pd.concat([dataset.ids, dataset.features], axis=1).assign(
-            **{config.data.target: dataset.target}
-        )
-        with _quiet_mlflow_hints():
-            mlflow.log_input(
-                from_pandas(
-                    frame, source=str(dataset.source), targets=config.data.target, name=config.model_name
-                ),
-                context="training",
-            )
-
-        log.info("searching %d trials with %d-fold stratified CV", search.trials, search.cv_folds)
-        result = tune(
-            X_train,
-            y_train,
-            numeric,
-            categorical,
-            trials=search.trials,
-            cv=cv,
-            seed=search.seed,
-            on_trial=lambda n, _p, auc: mlflow.log_metric("trial_cv_roc_auc", auc, step=n),
-        )
-        mlflow.log_params({f"xgb_{key}": value for key, value in result.params.items()})
-        threshold = choose_threshold(y_train, result.oof_scores, config.costs)
-        log.info("best cv ROC AUC %.4f; cost-optimal threshold %.4f", result.cv_roc_auc, threshold)
-
-        baseline_oof = oof_scores(baseline_pipeline(numeric, categorical), X_train, y_train, cv)
-        baseline_threshold = choose_threshold(y_train, baseline_oof, config.costs)
-
-        model = xgb_pipeline(numeric, categorical, result.params, search.seed).fit(X_train, y_train)
-        baseline = baseline_pipeline(numeric, categorical).fit(X_train, y_train)
-        hold_scores = model.predict_proba(X_hold)[:, 1]
-        baseline_hold = baseline.predict_proba(X_hold)[:, 1]
-        metrics = {
-            "threshold": threshold,
-            **_prefixed("cv", classification_metrics(y_train, result.oof_scores, threshold, config.costs)),
-            **_prefixed("holdout", classification_metrics(y_hold, hold_scores, threshold, config.costs)),
-            "baseline_threshold": baseline_threshold,
-            **_prefixed(
-                "baseline_cv", classification_metrics(y_train, baseline_oof, baseline_threshold, config.costs)
-            ),
-            **_prefixed(
-                "baseline_holdout",
-                classification_metrics(y_hold, baseline_hold, baseline_threshold, config.costs),
-            ),
-        }
-        mlflow.log_metrics(metrics)
-        log.info(
-            "holdout ROC AUC %.4f (baseline %.4f), cost per case %.1f (baseline %.1f)",
-            metrics["holdout_roc_auc"],
-            metrics["baseline_holdout_roc_auc"],
-            metrics["holdout_business_cost_per_case"],
-            metrics["baseline_holdout_business_cost_per_case"],
-        )
-
-        preprocess = model.named_steps["preprocess"]
-        owners = encoded_to_raw(preprocess, numeric, categorical)
-        raw_features = numeric + categorical
-        explainer = shap.TreeExplainer(model.named_steps["model"])
-        encoded_hold = pd.DataFrame(preprocess.transform(X_hold), columns=preprocess.get_feature_names_out())
-        shap_hold = np.asarray(explainer.shap_values(encoded_hold.to_numpy()), dtype=np.float64)
-        aggregate = np.zeros((len(owners), len(raw_features)))
-        aggregate[np.arange(len(owners)), owners] = 1.0
-        raw_hold = shap_hold @ aggregate
-        _log_figures(
-            y_hold,
-            {"xgboost": hold_scores, "logistic baseline": baseline_hold},
-            raw=raw_hold,
-            names=raw_features,
-            shap_values=shap_hold,
-            encoded=encoded_hold,
-        )
-
-        reference = X_train.sample(n=min(REFERENCE_ROWS, len(X_train)), random_state=search.seed)
-        encoded_ref = preprocess.transform(reference)
-        raw_ref = np.asarray(explainer.shap_values(encoded_ref), dtype=np.float64) @ aggregate
-        # Out-of-fold scores: the final model's scores on rows it was fitted on are more extreme than
-        # on new rows, and would make every production window look drifted.
-        reference_out = reference.assign(score=result.oof_scores[X_train.index.get_indexer(reference.index)])
-        metadata = {
-            "input_columns": [feature.name for feature in dataset.schema],
-            "raw_features": raw_features,
-            "encoded_to_raw": owners.tolist(),
-            "id_column": str(dataset.ids.name),
-            "positive_label": dataset.positive_label,
-            "negative_label": dataset.negative_label,
-            "threshold": threshold,
+        commit = _log_inputs(config, dataset, split, search)
+        searched = _search_and_threshold(config, dataset, split, search, folds(search.cv_folds, search.seed))
+        evaluated = _evaluate(config, dataset, split, search, searched)
+        explained = _explain(dataset, split, evaluated)
+        # The decision and its words, written once: the pyfunc's artifacts and the model's metadata.
+        decision = {
+            "threshold": searched.threshold,
             "target": config.data.target,
+            "negative_label": dataset.negative_label,
+            "positive_label": dataset.positive_label,
         }
-        id_type = "long" if pd.api.types.is_integer_dtype(dataset.ids) else "string"
-        example = pd.concat([ids_hold, X_hold], axis=1).head(3).reset_index(drop=True)
-
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            reference_out.to_parquet(work / "train_sample.parquet")
-            (work / "shap_mean_abs.json").write_text(
-                json.dumps(
-                    dict(zip(raw_features, np.abs(raw_ref).mean(axis=0).tolist(), strict=True)), indent=2
-                )
+            _log_reference(
+                work, split, searched=searched, evaluated=evaluated, explained=explained, seed=search.seed
             )
-            mlflow.log_artifact(str(work / "train_sample.parquet"), "reference")
-            mlflow.log_artifact(str(work / "shap_mean_abs.json"), "reference")
-            artifacts = _write_artifacts(work, model, explainer, metadata)
-            log.info("logging the explainable pyfunc and registering it as %r", config.model_name)
-            with _quiet_mlflow_hints():
-                info = mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=str(MODEL_CODE),
-                    artifacts=artifacts,
-                    signature=_signature(dataset, id_type, threshold),
-                    input_example=example,
-                    pip_requirements=_requirements(),
-                    registered_model_name=config.model_name,
-                    metadata={
-                        "use_case": config.model_name,
-                        "threshold": threshold,
-                        "target": config.data.target,
-                        "negative_label": dataset.negative_label,
-                        "positive_label": dataset.positive_label,
-                        "features": _feature_facts(X_train, numeric, categorical),
-                    },
-                )
-        version = str(info.registered_model_version)
-        client = MlflowClient()
-        for key in VERSION_TAG_METRICS:
-            client.set_model_version_tag(config.model_name, version, key, f"{metrics[key]:.6f}")
-        client.set_model_version_tag(config.model_name, version, "threshold", f"{threshold:.6f}")
-        client.set_model_version_tag(config.model_name, version, "dataset_sha256", dataset.sha256)
-        client.set_model_version_tag(config.model_name, version, "git_commit", commit)
-        client.update_model_version(
-            config.model_name,
-            version,
-            description=(
-                f"{config.description.strip()} Holdout ROC AUC {metrics['holdout_roc_auc']:.4f}, "
-                f"threshold {threshold:.4f}, trained on {dataset.source.name} ({dataset.sha256[:12]})."
-            ).strip(),
+            version = _package(
+                work, config, dataset, split, evaluated=evaluated, explained=explained, decision=decision
+            )
+        _register(config, dataset, version, evaluated.metrics, commit)
+        return TrainingOutcome(
+            run.info.run_id, config.model_name, version, searched.threshold, evaluated.metrics
         )
-        if config.description:
-            client.update_registered_model(config.model_name, description=config.description.strip())
-        return TrainingOutcome(run.info.run_id, config.model_name, version, threshold, metrics)
