@@ -10,9 +10,9 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import pandas as pd
 
@@ -34,11 +34,55 @@ def decode_body(content_type: str, body: bytes) -> str:
     return body.decode("utf-8-sig", errors="replace")
 
 
-def spooled_body(content_type: str, body: bytes) -> dict[str, Any]:
-    """A body's fields in a spool record: its text, or only its size when too large to be parsed later."""
-    if len(body) > MAX_PARSED_CHARS:  # Not copied through the spool only to be skipped by the writer.
-        return {"body": "", "body_bytes": len(body)}
-    return {"body": decode_body(content_type, body)}
+class Exchange(TypedDict):
+    """What one answered or refused request is, as the proxy saw it: the `request` of a spool record."""
+
+    request_id: str  # Our own id, the key of its row.
+    client_request_id: str | None  # The X-Request-ID the client sent, if any.
+    received_at: str  # ISO 8601.
+    key_id: str | None
+    endpoint: str
+    model_name: str
+    model_version: int | None
+    model_target: str
+    status_code: int
+    total_ms: float
+    upstream_ms: float | None
+    error: str | None
+
+
+class SpoolRecord(TypedDict):
+    """One line of the spool: an exchange, its bodies, and what reading its rows needs."""
+
+    request: Exchange
+    content_type: str
+    body: str  # Empty when the body is too large to be parsed (then `body_bytes` says how large).
+    body_bytes: NotRequired[int]
+    response: str | None
+    id_column: str | None
+    columns: list[str]
+
+
+def spool_record(
+    exchange: Exchange,
+    *,
+    content_type: str,
+    body: bytes,
+    response: bytes | None,
+    id_column: str | None,
+    columns: list[str],
+) -> SpoolRecord:
+    """The spool record of one exchange; a body too large to be parsed later is not copied into it."""
+    record = SpoolRecord(
+        request=exchange, content_type=content_type, body="",
+        response=None if response is None else response.decode("utf-8", errors="replace"),
+        id_column=id_column, columns=columns,
+    )  # fmt: skip
+    if len(body) > MAX_PARSED_CHARS:
+        record["body_bytes"] = len(body)
+    else:
+        record["body"] = decode_body(content_type, body)
+    return record
 
 
 class Unreadable(ValueError):
@@ -118,7 +162,7 @@ def pseudonym(entity_id: str, key: bytes) -> str:
     return hmac.new(key, entity_id.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def to_rows(record: dict[str, Any], *, hmac_key: bytes | None) -> tuple[Row, list[Row]]:
+def to_rows(record: Mapping[str, Any], *, hmac_key: bytes | None) -> tuple[Row, list[Row]]:
     """The `inference_requests` row and `inference_predictions` rows of one spooled exchange."""
     meta = record["request"]
     request_id = uuid.UUID(meta["request_id"])

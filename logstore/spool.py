@@ -13,7 +13,7 @@ import fcntl
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -69,7 +69,7 @@ class Spool:
         """Whether the size bound is reached."""
         return self._size >= self.max_bytes
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: Mapping[str, Any]) -> None:
         """Add one record; `SpoolFull` past the bound, `SpoolWriteFailed` when the disk refuses it."""
         line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
         with self._lock:

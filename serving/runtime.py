@@ -1,53 +1,46 @@
-"""The serving process's moving parts: the backend it routes to, the log spool, and the registry follower."""
+"""The serving process's parts, put together: supervision, forwarding, the body checker and the log.
+
+The routes and the scoring service reach every part through one `Runtime`; each part has one job:
+`Supervisor` (which backend runs), `Forwarder` (the HTTP hop to it), `Checker` (bodies against the
+signature), the spool and its writer (the log), and the log store's reads.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
-import aiohttp
 from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from logstore import database
 from logstore.errors import SpoolFull, SpoolWriteFailed, StoreUnavailable
-from logstore.records import spooled_body
+from logstore.records import Exchange, spool_record
 from logstore.spool import Spool
 from logstore.writer import LogWriter
-from serving import backend as backends
 from serving.auth import ApiKey
 from serving.backend import Backend
 from serving.checks import Checker
-from serving.errors import BackendTimeout, ServingError, Unavailable
+from serving.errors import Unavailable
+from serving.forwarder import BackendUnreachable, Forwarder, Reply
 from serving.metrics import Metrics
-from serving.registry import describe, resolve
 from serving.settings import ServingSettings
+from serving.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 READY_DATABASE_SECONDS = 5.0
 
 
-@dataclass(frozen=True)
-class Reply:
-    """A backend's answer to `/invocations`."""
-
-    status_code: int
-    content: bytes
-
-
 class Runtime:
-    """Routes requests to the current backend, spools their log records, and follows the registry."""
+    """The parts of one serving process, and the few things that need more than one of them."""
 
     def __init__(
         self,
@@ -67,154 +60,59 @@ class Runtime:
         self.writer = writer
         self.keys = keys
         self.client = client
-        self.backend: Backend | None = None
-        self.not_ready: str | None = "starting"
+        self.forwarder = Forwarder(timeout_seconds=settings.backend_timeout_seconds)
+        self.supervisor = Supervisor(settings, client=client, forwarder=self.forwarder, metrics=metrics)
+        self.checker = Checker()
         self.dropped_records = 0
-        self._version: int | None = None
-        self._session: aiohttp.ClientSession | None = None
-        self._follower: asyncio.Task[None] | None = None
-        self._retiring: set[asyncio.Task[None]] = set()
-        self._wake = asyncio.Event()
         # Reads of the log store get their own threads: a hanging database must not starve the
         # registry follower, which shares asyncio's default executor.
         self._database = ThreadPoolExecutor(max_workers=4, thread_name_prefix="log-store")
         self._ping: asyncio.Future[None] | None = None
-        self.checker = Checker()
 
     @property
-    def _http(self) -> aiohttp.ClientSession:
-        # aiohttp, not httpx, on this hop: measured here, it costs a fifth of httpx's CPU per request.
-        if self._session is None:  # Created on first use: a session belongs to the running event loop.
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=256),
-                timeout=aiohttp.ClientTimeout(
-                    total=None, connect=5.0, sock_read=self.settings.backend_timeout_seconds
-                ),
-                auto_decompress=False,
-            )
-        return self._session
+    def backend(self) -> Backend | None:
+        """The backend new requests go to, if one runs."""
+        return self.supervisor.backend
+
+    @backend.setter
+    def backend(self, backend: Backend | None) -> None:
+        self.supervisor.backend = backend
+
+    @property
+    def not_ready(self) -> str | None:
+        """Why no backend runs, if none does."""
+        return self.supervisor.not_ready
+
+    @not_ready.setter
+    def not_ready(self, reason: str | None) -> None:
+        self.supervisor.not_ready = reason
 
     async def start(self) -> None:
-        """Start the writer and the backend on the version the registry names, then follow it."""
+        """Start the writer, the checker's worker and the backend, then follow the registry."""
         self.writer.start()
         await self.checker.start()
-        self._version = await asyncio.to_thread(self._resolve)
-        self.backend = await self._launch(self._version)
-        self.not_ready = None
-        self._follower = asyncio.create_task(self._follow(), name="registry-follower")
-
-    def _resolve(self) -> int:
-        return resolve(self.client, self.settings.model, alias=self.settings.alias, stage=self.settings.stage)
-
-    async def _launch(self, version: int) -> Backend:
-        info = await asyncio.to_thread(
-            describe, self.client, self.settings.model, version, self.settings.target
-        )
-        backend = backends.spawn(
-            info, workers=self.settings.backend_workers, timeout_seconds=self.settings.backend_timeout_seconds
-        )
-        try:
-            await backends.wait_ready(backend, self._http, seconds=self.settings.backend_start_seconds)
-        except BaseException:
-            await backends.stop(backend)
-            raise
-        return backend
-
-    async def _follow(self) -> None:
-        while True:
-            # A failed forward wakes the follower at once, so a dead backend is restarted at once.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
-            self._wake.clear()
-            try:
-                await self.check()
-            except ServingError as exc:
-                logger.warning("follower: %s", exc.message)
-            except Exception:
-                logger.exception("follower: unexpected error; still following")
-
-    async def check(self) -> None:
-        """Restart a dead backend; move to the version the registry names if it changed."""
-        current = self.backend
-        if current is not None and not current.alive():
-            self.backend = None
-            self.not_ready = f"backend for version {current.info.version} exited; restarting it"
-            logger.warning("follower: %s", self.not_ready)
-            self.metrics.restarts.inc()
-            await backends.stop(current)
-        wanted: int | None
-        try:
-            wanted = await asyncio.to_thread(self._resolve)
-        except ServingError as exc:
-            logger.warning("follower: cannot read the registry (%s); serving on", exc.message)
-            wanted = self._version
-        if wanted is None:
-            return
-        if self.backend is None:
-            self._version = wanted
-            self.backend = await self._launch(wanted)
-            self.not_ready = None
-        elif wanted != self.backend.info.version:
-            await self.switch(wanted)
-
-    async def switch(self, version: int) -> None:
-        """Start a backend on `version`, route new requests to it, retire the old one when idle."""
-        old = self.backend
-        logger.info("follower: %s%s now names version %s", self.settings.model, self.settings.target, version)
-        new = await self._launch(version)
-        self._version = version
-        self.backend = new
-        self.metrics.switches.inc()
-        if old is not None:
-            logger.info("follower: switched from version %s to %s", old.info.version, version)
-            task = asyncio.create_task(self._retire(old))
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
-
-    async def _retire(self, old: Backend) -> None:
-        deadline = time.monotonic() + self.settings.drain_seconds
-        while old.inflight and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        await backends.stop(old)
+        await self.supervisor.start()
 
     async def forward(self, body: bytes, content_type: str) -> tuple[Reply, Backend, float]:
-        """Send a body to the current backend's `/invocations`: its answer, the backend, upstream ms."""
+        """Send a body to the current backend: its answer, the backend, upstream milliseconds."""
         backend = self.backend
         if backend is None:
             raise Unavailable(f"the model server is not running: {self.not_ready}")
         if self.settings.log_requests and self.settings.spool_full == "reject" and self.spool.full():
             raise SpoolFull()
-        backend.inflight += 1
-        started = time.perf_counter()
         try:
-            async with self._http.post(
-                f"{backend.url}/invocations", data=body, headers={"content-type": content_type}
-            ) as answer:
-                reply = Reply(answer.status, await answer.read())
-        except aiohttp.SocketTimeoutError as exc:
-            raise BackendTimeout(
-                f"the model did not answer within {self.settings.backend_timeout_seconds:g} s"
-            ) from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            self._wake.set()
-            raise Unavailable("the model server is not answering; retry shortly") from exc
-        finally:
-            backend.inflight -= 1
-        return reply, backend, (time.perf_counter() - started) * 1000
+            reply, upstream_ms = await self.forwarder.forward(backend, body, content_type)
+        except BackendUnreachable:
+            self.supervisor.wake()  # A dead backend is restarted at once, not at the next poll.
+            raise
+        return reply, backend, upstream_ms
 
     async def ping_backend(self) -> str | None:
         """None if the backend answers `/ping`, else why not."""
         backend = self.backend
         if backend is None:
             return f"model server: {self.not_ready}"
-        try:
-            async with self._http.get(
-                f"{backend.url}/ping", timeout=aiohttp.ClientTimeout(total=2.0)
-            ) as answer:
-                status = answer.status
-        except (aiohttp.ClientError, TimeoutError):
-            return f"model server for version {backend.info.version} does not answer /ping"
-        return None if status == 200 else f"model server answered /ping with {status}"
+        return await self.forwarder.ping(backend)
 
     async def on_database(self, call: Callable[..., T], **kwargs: Any) -> T:
         """Run a log-store read in its own threads; 503 when it fails or takes too long."""
@@ -268,32 +166,23 @@ class Runtime:
         response: bytes | None,
         error: str | None,
     ) -> None:
-        """Spool one exchange for the log store; `SpoolFull` under the reject policy."""
+        """Spool one exchange for the log store; `SpoolFull` or `SpoolWriteFailed` under the reject policy."""
         if not self.settings.log_requests:
             return
         served = backend or self.backend
         info = served.info if served else None
-        record: dict[str, Any] = {
-            "request": {
-                "request_id": request_id,
-                "client_request_id": None if client_request_id is None else str(client_request_id),
-                "received_at": received_at.isoformat(),
-                "key_id": key_id,
-                "endpoint": endpoint,
-                "model_name": self.settings.model,
-                "model_version": info.version if info else None,
-                "model_target": self.settings.target,
-                "status_code": status_code,
-                "total_ms": round(total_ms, 3),
-                "upstream_ms": None if upstream_ms is None else round(upstream_ms, 3),
-                "error": error,
-            },
-            "content_type": content_type,
-            **spooled_body(content_type, body),
-            "response": None if response is None else response.decode("utf-8", errors="replace"),
-            "id_column": info.id_column if info else None,
-            "columns": info.columns if info else [],
-        }
+        exchange = Exchange(
+            request_id=request_id,
+            client_request_id=None if client_request_id is None else str(client_request_id),
+            received_at=received_at.isoformat(), key_id=key_id, endpoint=endpoint,
+            model_name=self.settings.model, model_version=info.version if info else None,
+            model_target=self.settings.target, status_code=status_code, total_ms=round(total_ms, 3),
+            upstream_ms=None if upstream_ms is None else round(upstream_ms, 3), error=error,
+        )  # fmt: skip
+        record = spool_record(
+            exchange, content_type=content_type, body=body, response=response,
+            id_column=info.id_column if info else None, columns=info.columns if info else [],
+        )  # fmt: skip
         try:
             self.spool.append(record)
         except (SpoolFull, SpoolWriteFailed) as exc:
@@ -308,17 +197,8 @@ class Runtime:
 
     async def close(self) -> None:
         """Stop following, stop every backend, write the queued rows, release the spool."""
-        if self._follower is not None:
-            self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follower
-        for task in list(self._retiring):
-            await task
-        if self.backend is not None:
-            await backends.stop(self.backend)
-            self.backend = None
-        if self._session is not None:
-            await self._session.close()
+        await self.supervisor.close()
+        await self.forwarder.close()
         self.checker.close()
         await asyncio.to_thread(self.writer.close)
         self.spool.close()

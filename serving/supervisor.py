@@ -1,0 +1,136 @@
+"""Backend supervision: run `mlflow models serve` on the version the registry names, and follow it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from mlflow.tracking import MlflowClient
+
+from serving import backend as backends
+from serving.backend import Backend
+from serving.errors import ServingError
+from serving.forwarder import Forwarder
+from serving.metrics import Metrics
+from serving.registry import describe, resolve
+from serving.settings import ServingSettings
+
+logger = logging.getLogger(__name__)
+
+
+class Supervisor:
+    """Starts the backend, restarts it when it dies, and moves to a new version without downtime."""
+
+    def __init__(
+        self, settings: ServingSettings, *, client: MlflowClient, forwarder: Forwarder, metrics: Metrics
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.backend: Backend | None = None
+        self.not_ready: str | None = "starting"
+        self._forwarder = forwarder
+        self._metrics = metrics
+        self._version: int | None = None
+        self._follower: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+
+    async def start(self) -> None:
+        """Start a backend on the version the registry names, then follow the registry."""
+        self._version = await asyncio.to_thread(self._resolve)
+        self.backend = await self._launch(self._version)
+        self.not_ready = None
+        self._follower = asyncio.create_task(self._follow(), name="registry-follower")
+
+    def wake(self) -> None:
+        """Check at once rather than at the next poll (a forward failed: the backend may be dead)."""
+        self._wake.set()
+
+    def _resolve(self) -> int:
+        return resolve(self.client, self.settings.model, alias=self.settings.alias, stage=self.settings.stage)
+
+    async def _launch(self, version: int) -> Backend:
+        info = await asyncio.to_thread(
+            describe, self.client, self.settings.model, version, self.settings.target
+        )
+        backend = backends.spawn(
+            info, workers=self.settings.backend_workers, timeout_seconds=self.settings.backend_timeout_seconds
+        )
+        try:
+            await backends.wait_ready(
+                backend, self._forwarder.session, seconds=self.settings.backend_start_seconds
+            )
+        except BaseException:
+            await backends.stop(backend)
+            raise
+        return backend
+
+    async def _follow(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
+            self._wake.clear()
+            try:
+                await self.check()
+            except ServingError as exc:
+                logger.warning("follower: %s", exc.message)
+            except Exception:
+                logger.exception("follower: unexpected error; still following")
+
+    async def check(self) -> None:
+        """Restart a dead backend; move to the version the registry names if it changed."""
+        current = self.backend
+        if current is not None and not current.alive():
+            self.backend = None
+            self.not_ready = f"backend for version {current.info.version} exited; restarting it"
+            logger.warning("follower: %s", self.not_ready)
+            self._metrics.restarts.inc()
+            await backends.stop(current)
+        wanted: int | None
+        try:
+            wanted = await asyncio.to_thread(self._resolve)
+        except ServingError as exc:
+            logger.warning("follower: cannot read the registry (%s); serving on", exc.message)
+            wanted = self._version
+        if wanted is None:
+            return
+        if self.backend is None:
+            self._version = wanted
+            self.backend = await self._launch(wanted)
+            self.not_ready = None
+        elif wanted != self.backend.info.version:
+            await self.switch(wanted)
+
+    async def switch(self, version: int) -> None:
+        """Start a backend on `version`, route new requests to it, retire the old one when idle."""
+        old = self.backend
+        logger.info("follower: %s%s now names version %s", self.settings.model, self.settings.target, version)
+        new = await self._launch(version)
+        self._version = version
+        self.backend = new
+        self._metrics.switches.inc()
+        if old is not None:
+            logger.info("follower: switched from version %s to %s", old.info.version, version)
+            task = asyncio.create_task(self._retire(old))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, old: Backend) -> None:
+        deadline = time.monotonic() + self.settings.drain_seconds
+        while old.inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await backends.stop(old)
+
+    async def close(self) -> None:
+        """Stop following and stop every backend, letting retiring ones finish first."""
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+        for task in list(self._retiring):
+            await task
+        if self.backend is not None:
+            await backends.stop(self.backend)
+            self.backend = None
