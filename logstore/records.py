@@ -10,11 +10,13 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, NotRequired, TypedDict
 
 import pandas as pd
+
+from logstore.formats import read
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +62,6 @@ class SpoolRecord(TypedDict):
     body_bytes: NotRequired[int]
     response: str | None
     id_column: str | None
-    columns: list[str]
 
 
 def spool_record(
@@ -70,13 +71,12 @@ def spool_record(
     body: bytes,
     response: bytes | None,
     id_column: str | None,
-    columns: list[str],
 ) -> SpoolRecord:
     """The spool record of one exchange; a body too large to be parsed later is not copied into it."""
     record = SpoolRecord(
         request=exchange, content_type=content_type, body="",
         response=None if response is None else response.decode("utf-8", errors="replace"),
-        id_column=id_column, columns=columns,
+        id_column=id_column,
     )  # fmt: skip
     if len(body) > MAX_PARSED_CHARS:
         record["body_bytes"] = len(body)
@@ -100,18 +100,6 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _from_columns(columns: dict[str, Any]) -> list[Row]:
-    lists = {name: value if isinstance(value, list) else [value] for name, value in columns.items()}
-    length = max((len(value) for value in lists.values()), default=0)
-    return [
-        {name: value[i] if i < len(value) else None for name, value in lists.items()} for i in range(length)
-    ]
-
-
-def _from_list(items: list[Any], columns: Sequence[str]) -> list[Row]:
-    return [item if isinstance(item, dict) else dict(zip(columns, item, strict=False)) for item in items]
-
-
 def _csv_rows(body: str) -> list[Row]:
     header = next(csv.reader(io.StringIO(body.partition("\n")[0])), [])
     if len(header) > MAX_PARSED_COLUMNS:
@@ -126,35 +114,24 @@ def _too_wide(rows: list[Row]) -> list[Row]:
     return rows
 
 
-def input_rows(content_type: str, body: str, columns: Sequence[str]) -> list[Row]:
-    """The rows of a request in any MLflow input format; [] for no such format; `Unreadable` if too large."""
+def input_rows(content_type: str, body: str) -> list[Row]:
+    """The rows of a request in CSV or an MLflow JSON format; [] for none; `Unreadable` if too large."""
     if len(body) > MAX_PARSED_CHARS:
         raise Unreadable(f"input not stored: the body has {len(body)} characters, over {MAX_PARSED_CHARS}")
-    return _too_wide(_parsed_rows(content_type, body, columns))
+    return _too_wide(_parsed_rows(content_type, body))
 
 
-def _parsed_rows(content_type: str, body: str, columns: Sequence[str]) -> list[Row]:  # noqa: PLR0911
+def _parsed_rows(content_type: str, body: str) -> list[Row]:
     try:
         if content_type.split(";", maxsplit=1)[0].strip().lower() == "text/csv":
             return _csv_rows(body)
         payload = _json(body)
-        if not isinstance(payload, dict):
-            return []
-        if isinstance(split := payload.get("dataframe_split"), dict):
-            return _from_list(split.get("data", []), split.get("columns") or columns)
-        if isinstance(records := payload.get("dataframe_records"), list):
-            return _from_list(records, columns)
-        for key in ("instances", "inputs"):
-            value = payload.get(key)
-            if isinstance(value, dict):
-                return _from_columns(value)
-            if isinstance(value, list):
-                return _from_list(value, columns)
+        # The proxy's own reader: what it checked is what is stored; a body it refused has no rows.
+        return [row for _, row in read(payload)] if isinstance(payload, dict) else []
     except Unreadable:
         raise
     except (ValueError, TypeError, RecursionError, pd.errors.ParserError):
-        pass
-    return []
+        return []
 
 
 def pseudonym(entity_id: str, key: bytes) -> str:
@@ -174,9 +151,7 @@ def to_rows(record: Mapping[str, Any], *, hmac_key: bytes | None) -> tuple[Row, 
         input_error = f"input not stored: the body has {size} bytes, over {MAX_PARSED_CHARS}"
     else:
         try:
-            inputs = input_rows(
-                record.get("content_type") or "", record.get("body") or "", record.get("columns", [])
-            )
+            inputs = input_rows(record.get("content_type") or "", record.get("body") or "")
         except Unreadable as exc:
             input_error = str(exc)
     outputs: list[Row] = []

@@ -181,7 +181,7 @@ class Runtime:
         )  # fmt: skip
         record = spool_record(
             exchange, content_type=content_type, body=body, response=response,
-            id_column=info.id_column if info else None, columns=info.columns if info else [],
+            id_column=info.id_column if info else None,
         )  # fmt: skip
         try:
             self.spool.append(record)

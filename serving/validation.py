@@ -3,32 +3,89 @@
 MLflow's scoring server converts what it is given: any string becomes a boolean, an integer past
 the column's range wraps around, NaN reaches the model. The proxy refuses such input instead, with
 a 400 that names the field, so nothing the model did not mean to score is answered or logged.
+
+Each signature type has one rule (`RULES`); the fast column check and the per-value messages both
+come from it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
+from logstore.formats import FORMATS, FormatError, Rows, kind, names, read
 from serving.errors import BadRequest
 
-FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 JSON_TYPE, CSV_TYPE, PARQUET_TYPE = "application/json", "text/csv", "application/vnd.apache.parquet"
 MAX_PROBLEMS = 5
-MAX_NAMES, MAX_NAME_CHARS = 5, 40  # An error names a few offending keys, each cut short, and counts the rest.
-_RANGES = {"long": (-(2**63), 2**63 - 1), "integer": (-(2**31), 2**31 - 1)}
-_KINDS = {
-    "long": "an integer",
-    "integer": "an integer",
-    "double": "a number",
-    "float": "a number",
-    "boolean": "true or false",
-    "string": "a string",
-}
 Column = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a signature type accepts: JSON types, null, a range, finiteness, NUL characters."""
+
+    name: str  # The signature's type.
+    words: str  # "must be {words}"
+    types: frozenset[type]
+    nullable: bool = False  # MLflow and the model read null there as a missing value.
+    bounds: tuple[int, int] | None = None
+    finite: bool = False
+    no_nul: bool = False
+
+    def problem(self, value: Any, *, required: bool = True) -> str | None:
+        """What is wrong with one value, or None."""
+        if value is None:
+            # MLflow cannot put null in an integer or boolean column, even an optional one.
+            leave_out = "" if required else "leave the column out or "
+            return None if self.nullable else f"is null; {leave_out}send {self.words}"
+        if type(value) not in self.types:  # Exact types: JSON's true is not an integer here.
+            return f"must be {self.words}, not {kind(value)}"
+        if self.bounds and not self.bounds[0] <= value <= self.bounds[1]:
+            return f"is outside the {self.name} range [{self.bounds[0]}, {self.bounds[1]}]"
+        if self.finite and not _finite(value):
+            return "must be a finite number"
+        return "contains a NUL character" if self.no_nul and "\x00" in value else None
+
+    def clean(self, values: Sequence[Any]) -> bool:
+        """Whether no value of a column has a problem, found with C-speed passes over the column."""
+        types = set(map(type, values))
+        if type(None) in types:
+            if not self.nullable:
+                return False
+            types.discard(type(None))
+            values = [value for value in values if value is not None]
+        if not types <= self.types:
+            return False
+        if self.bounds and values and not (self.bounds[0] <= min(values) and max(values) <= self.bounds[1]):
+            return False
+        if self.finite and not all(map(_finite, values)):
+            return False
+        return not (self.no_nul and "\x00" in "".join(values))
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # An integer past the largest double.
+        return False
+
+
+RULES = {
+    rule.name: rule
+    for rule in (
+        Rule("long", "an integer", frozenset({int}), bounds=(-(2**63), 2**63 - 1)),
+        Rule("integer", "an integer", frozenset({int}), bounds=(-(2**31), 2**31 - 1)),
+        Rule("double", "a number", frozenset({int, float}), nullable=True, finite=True),
+        Rule("float", "a number", frozenset({int, float}), nullable=True, finite=True),
+        Rule("string", "a string", frozenset({str}), nullable=True, no_nul=True),
+        Rule("boolean", "true or false", frozenset({bool})),
+    )
+}
 
 
 def media_type(content_type: str) -> str:
@@ -51,14 +108,6 @@ def media_type(content_type: str) -> str:
     return kind
 
 
-def names(found: set[str] | list[str]) -> str:
-    """A bounded list of offending names: the first few, each cut short, and a count of the others."""
-    ordered = sorted(found)
-    shown = [name if len(name) <= MAX_NAME_CHARS else name[:MAX_NAME_CHARS] + "..." for name in ordered]
-    text = repr(shown[:MAX_NAMES])
-    return text if len(ordered) <= MAX_NAMES else f"{text} and {len(ordered) - MAX_NAMES} more"
-
-
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON; send null for a missing value")
 
@@ -76,171 +125,50 @@ def parse(body: bytes) -> dict[str, Any]:
     except ValueError as exc:
         raise BadRequest(f"body: is not valid JSON ({exc})") from exc
     if not isinstance(payload, dict):
-        raise BadRequest(
-            f"body: must be a JSON object with one of {', '.join(FORMATS)}, not {_kind(payload)}"
-        )
+        raise BadRequest(f"body: must be a JSON object with one of {', '.join(FORMATS)}, not {kind(payload)}")
     return payload
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a decimal number"
-    if isinstance(value, str):
-        return "a string"
-    return "a list" if isinstance(value, list) else "an object"
-
-
-def _split_rows(value: Any) -> tuple[Iterator[tuple[int, dict[str, Any]]], int]:
-    if not isinstance(value, dict) or not isinstance(value.get("data"), list):
-        raise BadRequest("dataframe_split: must be an object with columns and data lists")
-    if extra := set(value) - {"columns", "data", "index"}:
-        raise BadRequest(f"dataframe_split: unknown key(s) {names(extra)}")
-    columns, data = value.get("columns"), value["data"]
-    if not isinstance(columns, list) or not all(isinstance(name, str) for name in columns):
-        raise BadRequest("dataframe_split.columns: must be a list of column names")
-    if len(set(columns)) != len(columns):
-        raise BadRequest("dataframe_split.columns: names a column twice")
-    for index, row in enumerate(data):
-        if not isinstance(row, list) or len(row) != len(columns):
-            raise BadRequest(
-                f"dataframe_split.data[{index}]: must be a list of {len(columns)} values, one per column"
-            )
-    return ((i, dict(zip(columns, row, strict=True))) for i, row in enumerate(data)), len(data)
-
-
-def _column_rows(key: str, value: dict[str, Any]) -> tuple[Iterator[tuple[int, dict[str, Any]]], int]:
-    lists = list(value.values())
-    if not all(isinstance(column, list) for column in lists) or len({len(c) for c in lists}) > 1:
-        raise BadRequest(f"{key}: as columns, every column must be a list of the same length")
-    count = len(lists[0]) if lists else 0
-    return ((i, {name: value[name][i] for name in value}) for i in range(count)), count
-
-
-def _records(payload: dict[str, Any]) -> tuple[str, Iterator[tuple[int, dict[str, Any]]], int]:
-    """Which format the body uses, its rows as (index, {column: value}), and the row count."""
-    if unknown := set(payload) - {*FORMATS, "params"}:
-        raise BadRequest(
-            f"body: unknown key(s) {names(unknown)}; expected one of {', '.join(FORMATS)} and params"
-        )
-    given = [key for key in FORMATS if key in payload]
-    if len(given) != 1:
-        raise BadRequest(f"body: must hold exactly one of {', '.join(FORMATS)}; it holds {given or 'none'}")
-    key = given[0]
-    value = payload[key]
-    if key == "dataframe_split":
-        return key, *_split_rows(value)
-    if isinstance(value, dict) and key in ("instances", "inputs"):
-        return key, *_column_rows(key, value)
-    if not isinstance(value, list):
-        raise BadRequest(f"{key}: must be a list of row objects")
-    for index, row in enumerate(value):
-        if not isinstance(row, dict):
-            raise BadRequest(f"{key}[{index}]: must be an object of column: value")
-    return key, enumerate(value), len(value)
-
-
-def _integer(value: Any, kind: str) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return f"must be an integer, not {_kind(value)}"
-    low, high = _RANGES[kind]
-    return None if low <= value <= high else f"is outside the {kind} range [{low}, {high}]"
-
-
-def _finite(value: int | float) -> bool:
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # An integer past the largest double.
-        return False
-
-
-def _number(value: Any, _: str) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"must be a number, not {_kind(value)}"
-    return None if _finite(value) else "must be a finite number"
-
-
-def _string(value: Any, _: str) -> str | None:
-    if not isinstance(value, str):
-        return f"must be a string, not {_kind(value)}"
-    return "contains a NUL character" if "\x00" in value else None
-
-
-def _boolean(value: Any, _: str) -> str | None:
-    return None if isinstance(value, bool) else f"must be true or false, not {_kind(value)}"
-
-
-_CHECKS = {"long": _integer, "integer": _integer, "double": _number, "float": _number,
-           "string": _string, "boolean": _boolean}  # fmt: skip
-_NULLABLE = ("double", "float", "string")  # MLflow and the model read null there as a missing value.
-
-
 def _problem(value: Any, column: Column) -> str | None:
-    """What is wrong with one value of a column, or None."""
-    kind = column["type"]
-    if value is None:
-        if kind in _NULLABLE:
-            return None
-        # MLflow cannot put null in an integer or boolean column, even an optional one.
-        leave_out = "" if column.get("required", True) else "leave the column out or "
-        return f"is null; {leave_out}send {_KINDS.get(kind, 'a value')}"
-    check = _CHECKS.get(kind)
-    return check(value, kind) if check else None
+    rule = RULES.get(column["type"])
+    return rule.problem(value, required=column.get("required", True)) if rule else None
 
 
-def _by_column(key: str, value: Any) -> dict[str, Sequence[Any]] | None:
+def _by_column(rows: Rows) -> dict[str, Sequence[Any]] | None:
     """A checked body's values column by column; None when its rows do not all hold the same columns."""
-    if key == "dataframe_split":
-        return dict(zip(value["columns"], zip(*value["data"], strict=True), strict=True))
-    if isinstance(value, dict):
-        return value
-    first = value[0].keys()
-    if any(row.keys() != first for row in value):
+    if rows.key == "dataframe_split":
+        return dict(zip(rows.value["columns"], zip(*rows.value["data"], strict=True), strict=True))
+    if isinstance(rows.value, dict):
+        return rows.value
+    first = rows.value[0].keys()
+    if any(row.keys() != first for row in rows.value):
         return None
-    return {name: list(map(itemgetter(name), value)) for name in first}
+    return {name: list(map(itemgetter(name), rows.value)) for name in first}
 
 
 def _clean(values: Sequence[Any], column: Column) -> bool:
-    """Whether no value of one column has a problem, found with C-speed passes over the column."""
-    kind = column["type"]
-    types = set(map(type, values))
-    if type(None) in types:
-        if kind not in _NULLABLE:
-            return False
-        types.discard(type(None))
-        values = [value for value in values if value is not None]
-    if kind in _RANGES:
-        low, high = _RANGES[kind]
-        return types <= {int} and (not values or (low <= min(values) and max(values) <= high))
-    if kind in ("double", "float"):
-        return types <= {int, float} and all(map(_finite, values))
-    if kind == "string":
-        return types <= {str} and "\x00" not in "".join(values)
-    if kind == "boolean":
-        return types <= {bool}
-    return True
+    rule = RULES.get(column["type"])
+    return rule.clean(values) if rule else True
 
 
 def check_rows(payload: dict[str, Any], inputs: Sequence[Column]) -> int:
     """Raise `BadRequest` naming every misfit field (the first few); the number of rows otherwise."""
-    key, rows, count = _records(payload)
-    if count == 0:
-        raise BadRequest(f"{key}: holds no rows")
+    try:
+        rows = read(payload)
+    except FormatError as exc:
+        raise BadRequest(exc.message) from exc
+    if rows.count == 0:
+        raise BadRequest(f"{rows.key}: holds no rows")
     columns = {column["name"]: column for column in inputs if "name" in column}
     required = [name for name, column in columns.items() if column.get("required", True)]
     # Column by column first: a large clean batch is checked without a Python step per field.
-    by_column = _by_column(key, payload[key])
+    by_column = _by_column(rows)
     if (
         by_column is not None
         and set(required) <= set(by_column) <= set(columns)
         and all(_clean(values, columns[name]) for name, values in by_column.items())
     ):
-        return count
+        return rows.count
     # Row by row, to name the first problems in the order a client reads its rows.
     problems: list[str] = []
     for index, row in rows:
@@ -257,7 +185,7 @@ def check_rows(payload: dict[str, Any], inputs: Sequence[Column]) -> int:
             break
     if problems:
         raise BadRequest("; ".join(problems[:MAX_PROBLEMS]))
-    return count
+    return rows.count
 
 
 def check_params(payload: dict[str, Any], params: Sequence[dict[str, Any]]) -> None:
@@ -266,7 +194,7 @@ def check_params(payload: dict[str, Any], params: Sequence[dict[str, Any]]) -> N
     if given is None:
         return
     if not isinstance(given, dict):
-        raise BadRequest(f"params: must be an object, not {_kind(given)}")
+        raise BadRequest(f"params: must be an object, not {kind(given)}")
     declared = {param["name"]: param for param in params}
     unknown = set(given) - set(declared)
     if unknown:

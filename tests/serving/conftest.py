@@ -241,7 +241,7 @@ class _FakeBackendHandler(BaseHTTPRequestHandler):
         if self.headers.get("Content-Type", "").startswith("text/csv"):
             count = max(len(body.decode("utf-8", errors="replace").splitlines()) - 1, 0)
         else:
-            count = len(input_rows("application/json", decode_body("application/json", body), []))
+            count = len(input_rows("application/json", decode_body("application/json", body)))
         prediction = {"employee_id": 1, "score": 0.25, "prediction": "No", "threshold": 0.5,
                       "base_value": -1.0, "unseen_categories": [], "contributions": {"Age": 0.5}}  # fmt: skip
         self._answer(200, json.dumps({"predictions": [prediction] * count}).encode())
