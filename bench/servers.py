@@ -1,10 +1,14 @@
-"""The servers under test, each a real process on loopback: `mlflow models serve` and `python -m serving`."""
+"""The servers under test, each a real process on loopback: `mlflow models serve` and `python -m serving`.
+
+One harness for the benchmark, the fault run and the tests: a proxy's backend (its pid and URL) is
+read from the state file the proxy keeps in its spool directory, never from its log lines.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -22,6 +26,16 @@ class ServerError(RuntimeError):
     """A server did not start."""
 
 
+@dataclass(frozen=True)
+class BackendState:
+    """Which `mlflow models serve` a proxy routes to now, and every one it started."""
+
+    version: int | None
+    url: str | None
+    pid: int | None
+    started_pids: list[int]
+
+
 @dataclass
 class Server:
     """One server process (and the processes it starts), its URL and its log file."""
@@ -32,16 +46,31 @@ class Server:
     command: list[str]
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    state_path: Path | None = None  # A proxy's `backend.json`.
+    cwd: Path | None = None
+    inherit_env: bool = True  # False: `env` is the whole environment.
     process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def port(self) -> int:
+        """The port it listens on."""
+        return int(self.url.rsplit(":", 1)[1])
 
     def start(self) -> Server:
         """Start the process in its own session; `wait_ready` waits for it."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                self.command, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                self.command, env={**os.environ, **self.env} if self.inherit_env else self.env,
+                stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.cwd,
             )  # fmt: skip
         return self
+
+    def backend(self) -> BackendState:
+        """A proxy's backend now, as the proxy's state file says."""
+        if self.state_path is None or not self.state_path.exists():
+            raise ServerError(f"{self.name} has published no backend yet:\n{self.tail()}")
+        return BackendState(**json.loads(self.state_path.read_text(encoding="utf-8")))
 
     def wait_ready(self, seconds: float = 300) -> None:
         """Wait until the ready path answers 200."""
@@ -75,18 +104,26 @@ class Server:
                 total += member.memory_info().rss
         return total
 
-    def stop(self, seconds: float = 60) -> None:
-        """SIGTERM the server's process group; SIGKILL what is left after `seconds`."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(seconds)
-        except subprocess.TimeoutExpired:
+    def stop(self, sig: int = signal.SIGTERM, seconds: float = 60, *, group: bool = True) -> int | None:
+        """Send `sig` to the server (its process group unless `group` is false) and wait for its exit code.
+
+        What is left after `seconds` is SIGKILLed.
+        """
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+                if group:
+                    os.killpg(self.process.pid, sig)
+                else:
+                    self.process.send_signal(sig)
+            try:
+                self.process.wait(seconds)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        return self.process.returncode
 
 
 def mlflow_server(name: str, model_uri: str, workdir: Path, *, workers: int) -> Server:
@@ -130,12 +167,16 @@ def proxy(
         "SERVING_BACKEND_WORKERS": str(workers),
         **(env or {}),
     }
-    return Server(name, f"http://127.0.0.1:{port}", "/ready", command, workdir / f"{name}.log", settings)
+    spool = Path(settings["SERVING_SPOOL_DIR"])
+    return Server(
+        name, f"http://127.0.0.1:{port}", "/ready", command, workdir / f"{name}.log", settings,
+        state_path=spool / "backend.json",
+    )  # fmt: skip
 
 
 def backend_url(server: Server) -> str:
-    """The URL of the `mlflow models serve` a proxy started, as its log reports it."""
-    found = re.findall(r"backend: version \d+ ready at (http://127\.0\.0\.1:\d+)", server.tail(1_000_000))
-    if not found:
-        raise ServerError(f"{server.name} did not report its backend:\n{server.tail()}")
-    return str(found[-1])
+    """The URL of the `mlflow models serve` a proxy routes to now."""
+    url = server.backend().url
+    if url is None:
+        raise ServerError(f"{server.name} has no backend running:\n{server.tail()}")
+    return url

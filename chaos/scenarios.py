@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import statistics
 import threading
@@ -18,7 +17,7 @@ from typing import Any
 import httpx
 
 from bench.logcheck import count_logged
-from bench.servers import Server, proxy
+from bench.servers import Server, ServerError, proxy
 from chaos.relay import Relay
 
 LOG_WITHIN_SECONDS = 30.0  # Every answered request must be in the log this long after a fault ends.
@@ -210,8 +209,10 @@ def slow_database(stage: Stage, server: Server) -> Outcome:
 
 def backend_pid(server: Server) -> int:
     """The process id of the proxy's current `mlflow models serve`."""
-    found = re.findall(r"starting on port \d+ \(pid (\d+)\)", server.tail(1_000_000))
-    return int(found[-1])
+    pid = server.backend().pid
+    if pid is None:
+        raise ServerError(f"{server.name} has no backend running")
+    return pid
 
 
 def _wait_ready(server: Server, wanted: int, seconds: float) -> float | None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import time
 
 from mlflow.tracking import MlflowClient
@@ -18,6 +20,7 @@ from serving.registry import describe, resolve
 from serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
+STATE_FILE = "backend.json"  # In the spool directory: which backend serves now, for operators and harnesses.
 
 
 class Supervisor:
@@ -36,12 +39,28 @@ class Supervisor:
         self._follower: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._started: list[int] = []
+        self.state_path = settings.spool_dir / STATE_FILE
+
+    def _publish(self) -> None:
+        """Write which backend serves now (version, URL, pid) and every pid started, atomically."""
+        backend = self.backend
+        state = {
+            "version": backend.info.version if backend else None,
+            "url": backend.url if backend else None,
+            "pid": backend.process.pid if backend else None,
+            "started_pids": self._started,
+        }
+        partial = self.state_path.with_suffix(".tmp")
+        partial.write_text(json.dumps(state), encoding="utf-8")
+        os.replace(partial, self.state_path)
 
     async def start(self) -> None:
         """Start a backend on the version the registry names, then follow the registry."""
         self._version = await asyncio.to_thread(self._resolve)
         self.backend = await self._launch(self._version)
         self.not_ready = None
+        self._publish()
         self._follower = asyncio.create_task(self._follow(), name="registry-follower")
 
     def wake(self) -> None:
@@ -58,6 +77,7 @@ class Supervisor:
         backend = backends.spawn(
             info, workers=self.settings.backend_workers, timeout_seconds=self.settings.backend_timeout_seconds
         )
+        self._started.append(backend.process.pid)
         try:
             await backends.wait_ready(
                 backend, self._forwarder.session, seconds=self.settings.backend_start_seconds
@@ -87,6 +107,7 @@ class Supervisor:
             self.not_ready = f"backend for version {current.info.version} exited; restarting it"
             logger.warning("follower: %s", self.not_ready)
             self._metrics.restarts.inc()
+            self._publish()
             await backends.stop(current)
         wanted: int | None
         try:
@@ -100,6 +121,7 @@ class Supervisor:
             self._version = wanted
             self.backend = await self._launch(wanted)
             self.not_ready = None
+            self._publish()
         elif wanted != self.backend.info.version:
             await self.switch(wanted)
 
@@ -110,6 +132,7 @@ class Supervisor:
         new = await self._launch(version)
         self._version = version
         self.backend = new
+        self._publish()
         self._metrics.switches.inc()
         if old is not None:
             logger.info("follower: switched from version %s to %s", old.info.version, version)
@@ -134,3 +157,4 @@ class Supervisor:
         if self.backend is not None:
             await backends.stop(self.backend)
             self.backend = None
+            self._publish()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +23,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine, create_engine, text
 
+from bench.servers import Server
 from logstore import store
 from logstore.database import make_engine, migrate
 from logstore.records import decode_body, input_rows
@@ -61,67 +62,45 @@ def split_body(frame: pd.DataFrame, **params: object) -> dict[str, object]:
     return body
 
 
-class Proxy:
-    """`python -m serving` as a user runs it, in its own process."""
+@dataclass
+class Proxy(Server):
+    """`python -m serving` as a user runs it: the harness of the benchmark and the fault run."""
 
-    def __init__(self, workdir: Path, model: str, database_url: str, **env: str) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / f"serving-{self.port}.log"
+    spool: Path = Path()
+
+    @classmethod
+    def create(cls, workdir: Path, model: str, database_url: str, **env: str) -> Proxy:
+        """A proxy on a free port following `model@production`, keys on, rows written every 0.2 s."""
+        port = free_port()
         settings = {
             "DATABASE_URL": database_url,
             "API_KEYS": f"ops:{API_KEY},next:{ROTATED_KEY}",
-            "SERVING_SPOOL_DIR": str(workdir / f"spool-{self.port}"),
+            "SERVING_SPOOL_DIR": str(workdir / f"spool-{port}"),
             "SERVING_FLUSH_SECONDS": "0.2",
             **env,
         }
-        self.spool = Path(settings["SERVING_SPOOL_DIR"])
-        self.command = [
+        command = [
             sys.executable, "-m", "serving", "--model", model, "--alias", "production",
-            "--port", str(self.port), "--poll-seconds", "1",
+            "--port", str(port), "--poll-seconds", "1",
         ]  # fmt: skip
-        self.env = subprocess_env(**settings)
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, *, wait: bool = True) -> Proxy:
-        """Start the process and wait until `/ready` says so."""
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.command, cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        if wait:
-            self.wait_ready()
-        return self
+        spool = Path(settings["SERVING_SPOOL_DIR"])
+        return cls(
+            name=f"serving-{port}", url=f"http://127.0.0.1:{port}", ready_path="/ready", command=command,
+            log_path=workdir / f"serving-{port}.log", env=subprocess_env(**settings),
+            state_path=spool / "backend.json", cwd=workdir, inherit_env=False, spool=spool,
+        )  # fmt: skip
 
     def log(self) -> str:
         """Everything the process printed so far."""
         return self.log_path.read_text(errors="replace")
 
-    def wait_ready(self, seconds: float = 180) -> None:
-        """Wait for `/ready` to answer 200."""
-        assert self.process is not None
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"serving exited early:\n{self.log()[-4000:]}"
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"serving not ready in {seconds} s:\n{self.log()[-4000:]}")
-
     def backend_pids(self) -> list[int]:
         """Process ids of every backend this proxy started."""
-        return [int(pid) for pid in re.findall(r"starting on port \d+ \(pid (\d+)\)", self.log())]
+        return self.backend().started_pids if self.state_path and self.state_path.exists() else []
 
-    def stop(self, sig: int = signal.SIGTERM, seconds: float = 60) -> int:
-        """Send a signal and wait for the exit code."""
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        return self.process.wait(seconds)
+    def stop(self, sig: int = signal.SIGTERM, seconds: float = 60, *, group: bool = False) -> int | None:
+        """Send `sig` to the proxy process alone (as a supervisor does) and wait for its exit code."""
+        return super().stop(sig, seconds, group=group)
 
 
 def pid_alive(pid: int) -> bool:
@@ -197,9 +176,12 @@ def start_proxy(workdir: Path) -> Iterator[Callable[..., Proxy]]:
     started: list[Proxy] = []
 
     def start(model: str, database_url: str, *, wait: bool = True, **env: str) -> Proxy:
-        proxy = Proxy(workdir, model, database_url, **env)
+        proxy = Proxy.create(workdir, model, database_url, **env)
         started.append(proxy)
-        return proxy.start(wait=wait)
+        proxy.start()
+        if wait:
+            proxy.wait_ready(180)
+        return proxy
 
     yield start
     for proxy in started:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 import subprocess
 import uuid
 from collections.abc import Callable
@@ -18,6 +17,7 @@ import pytest
 from mlflow.pyfunc.scoring_server.client import ScoringServerClient
 from sqlalchemy import Engine, text
 
+from bench.servers import backend_url as backend_url_of
 from serving.entities import main as load_entities
 from tests.conftest import REPO, as_served
 from tests.serving.conftest import (
@@ -50,9 +50,7 @@ def http(proxy: Proxy) -> httpx.Client:
 @pytest.fixture(scope="module")
 def backend_url(proxy: Proxy) -> str:
     """The bare `mlflow models serve` behind the proxy."""
-    found = re.findall(r"ready at (http://127\.0\.0\.1:\d+)", proxy.log())
-    assert found, proxy.log()
-    return found[-1]
+    return backend_url_of(proxy)
 
 
 def test_ping_health_and_version_answer_byte_for_byte_as_the_backend(proxy: Proxy, backend_url: str) -> None:
