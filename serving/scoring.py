@@ -105,9 +105,8 @@ async def score(request: Request, runtime: Runtime, endpoint: str, make_body: Bo
             total_ms=(time.perf_counter() - started) * 1000, upstream_ms=upstream_ms,
             content_type=content_type, body=body, response=answer, error=error.message if error else None,
         )  # fmt: skip
-    except (
-        LogStoreError
-    ) as exc:  # Spool full or not writable, and the policy is to refuse: no answer unlogged.
+    except LogStoreError as exc:
+        # The spool is full or cannot be written, and the policy is to refuse: no answer unlogged.
         logger.error("request %s: not answered, its log record could not be spooled: %s", request_id, exc)  # noqa: TRY400 - the message says it all; no traceback
         error = error or from_store(exc)
     served = backend or runtime.backend
