@@ -58,11 +58,12 @@ def resolve_version(client: MlflowClient, name: str, version: int | None) -> int
 def facts(client: MlflowClient, name: str, version: int) -> VersionFacts:
     """Labels, costs and holdout metrics of one version, from its model metadata and training run."""
     try:
-        model_version = client.get_model_version(name, str(version))
-        run = client.get_run(model_version.run_id or "")
-        meta = mlflow.models.get_model_info(f"models:/{name}/{version}").metadata or {}
-    except MlflowException as exc:
-        raise MonitoringError(f"model {name!r} version {version}: {exc.message}") from exc
+        record = access.version_record(client, name, version)
+    except access.LookupFailed as exc:
+        raise MonitoringError(exc.message) from exc
+    run, meta = record.run, record.metadata
+    if run is None:
+        raise MonitoringError(f"model {name!r} version {version} has no training run")
     params, metrics = run.data.params, run.data.metrics
     try:
         labels = (str(meta["negative_label"]), str(meta["positive_label"]))

@@ -7,9 +7,14 @@ version here, so they agree on what `models:/attrition@production` is today.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Any
 
 import mlflow
+from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -42,6 +47,31 @@ def quoted(value: str) -> str:
 def model_uri(name: str, *, alias: str | None = None, stage: str | None = None) -> str:
     """`models:/name/Stage` or `models:/name@alias` (production unless said otherwise)."""
     return f"models:/{name}/{stage}" if stage else f"models:/{name}@{alias or 'production'}"
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """What MLflow holds of one version: its registry entry, its training run, its logged model."""
+
+    model_version: ModelVersion
+    run: Run | None
+    model: ModelInfo
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The model's metadata (threshold, labels, target, feature facts), empty if it has none."""
+        return dict(self.model.metadata or {})
+
+
+def version_record(client: MlflowClient, name: str, version: int) -> VersionRecord:
+    """The registry entry, run and logged model of one version; `LookupFailed` naming it otherwise."""
+    try:
+        model_version = client.get_model_version(name, str(version))
+        run = client.get_run(model_version.run_id) if model_version.run_id else None
+        model = mlflow.models.get_model_info(f"models:/{name}/{version}")
+    except MlflowException as exc:
+        raise LookupFailed(f"model {name!r} version {version}: {exc.message}") from exc
+    return VersionRecord(model_version, run, model)
 
 
 def all_versions(client: MlflowClient, name: str) -> list[int]:

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-import mlflow
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from registry_scripts import access
@@ -79,12 +77,11 @@ def resolve(client: MlflowClient, name: str, *, alias: str | None, stage: str | 
 def describe(client: MlflowClient, name: str, version: int, target: str) -> ModelInfo:
     """Registry, run and signature facts about one version."""
     try:
-        model_version = client.get_model_version(name, str(version))
-        run_metrics = client.get_run(model_version.run_id).data.metrics if model_version.run_id else {}
-        logged = mlflow.models.get_model_info(f"models:/{name}/{version}")
-    except MlflowException as exc:
-        raise ConfigurationError(f"model {name!r} version {version}: {exc.message}") from exc
-    signature, meta = logged.signature, logged.metadata or {}
+        record = access.version_record(client, name, version)
+    except access.LookupFailed as exc:
+        raise ConfigurationError(exc.message) from exc
+    model_version, meta, signature = record.model_version, record.metadata, record.model.signature
+    run_metrics = record.run.data.metrics if record.run else {}
     inputs = signature.inputs.to_dict() if signature and signature.inputs else []
     params = signature.params.to_dict() if signature and signature.params else []
     metrics = {

@@ -47,3 +47,11 @@ def test_newest_without_alias_only_when_asked(client: MlflowClient) -> None:
         access.resolve(client, f"nobody-{uuid.uuid4().hex[:6]}", newest_without_alias=True)
     assert access.model_uri(name) == f"models:/{name}@production"
     assert access.model_uri(name, stage="Staging") == f"models:/{name}/Staging"
+
+
+def test_version_record_names_the_version_it_cannot_read(client: MlflowClient) -> None:
+    name = _model(client, f"no-artifacts-{uuid.uuid4().hex[:6]}", 1)
+    with pytest.raises(access.LookupFailed, match=f"model '{name}' version 1: "):
+        access.version_record(client, name, 1)  # Registered, but nothing was logged at its source.
+    with pytest.raises(access.LookupFailed, match=f"model '{name}' version 9: "):
+        access.version_record(client, name, 9)
