@@ -34,7 +34,7 @@ async def version() -> Response:
     return Response(mlflow.__version__, media_type=JSON_TYPE)
 
 
-@router.get("/ready", responses=errors(503))
+@router.get("/ready", responses={503: {"model": Readiness, "description": "not ready, and why"}})
 async def ready(runtime: RuntimeDep, response: Response) -> Readiness:
     """The backend answers `/ping`, the log store is reachable and the log writer runs."""
     reasons = [

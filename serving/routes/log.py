@@ -53,7 +53,7 @@ async def predictions(
     _: Key,
     runtime: RuntimeDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
-    model_version: Annotated[int | None, Query(ge=1)] = None,
+    model_version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,  # The column is 32-bit.
 ) -> Predictions:
     """The latest logged predictions of this model, newest first."""
     rows = await runtime.on_database(

@@ -224,3 +224,12 @@ def test_spooled_records_carry_the_client_id_and_decode_to_rows(app_runtime: Run
     request, predictions = to_rows(record, hmac_key=None)
     assert str(request["client_request_id"]) == claimed and request["request_id"] != uuid.UUID(claimed)
     assert [row["input"] for row in predictions] == [ROW]
+
+
+def test_a_model_version_past_the_column_is_a_400_not_a_500(app_runtime: Runtime) -> None:
+    # Found by the in-process fuzz test: SQLite (the laptop default) cannot compare such an integer.
+    async def scenario(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.get("/predictions", params={"model_version": 2**63})
+
+    answer = drive(app_runtime, scenario)
+    assert answer.status_code == 400 and "model_version" in answer.json()["message"], answer.text
