@@ -16,13 +16,10 @@ from pydantic import ValidationError
 
 from logstore.database import make_engine, migrate, safe_url, wait_for
 from logstore.errors import LogStoreError
-from logstore.spool import Spool
-from logstore.writer import LogWriter
 from registry_scripts.access import configure_mlflow
 from serving.app import create_app
 from serving.auth import parse_keys
 from serving.errors import ServingError
-from serving.metrics import Metrics
 from serving.processes import die_with_parent
 from serving.runtime import Runtime
 from serving.settings import ServingSettings
@@ -64,14 +61,7 @@ async def serve(settings: ServingSettings) -> int:
     logger.info("log store: %s", safe_url(engine))
     await asyncio.to_thread(wait_for, engine, settings.database_wait_seconds)
     await asyncio.to_thread(migrate, engine)
-    spool = Spool(settings.spool_dir, max_bytes=settings.spool_max_bytes)
-    metrics = Metrics(spool_bytes=lambda: spool.size, spool_records=lambda: spool.records)
-    writer = LogWriter(
-        spool, engine, flush_seconds=settings.flush_seconds, hmac_key=settings.hmac_key, events=metrics
-    )
-    runtime = Runtime(
-        settings, engine=engine, spool=spool, writer=writer, keys=keys, client=MlflowClient(), metrics=metrics
-    )
+    runtime = Runtime(settings, engine=engine, keys=keys, client=MlflowClient())
     server = _Server(
         uvicorn.Config(
             create_app(runtime), host=settings.host, port=settings.port, lifespan="off",

@@ -43,25 +43,21 @@ class Runtime:
     """The parts of one serving process, and the few things that need more than one of them."""
 
     def __init__(
-        self,
-        settings: ServingSettings,
-        *,
-        engine: Engine,
-        spool: Spool,
-        writer: LogWriter,
-        keys: list[ApiKey],
-        client: MlflowClient,
-        metrics: Metrics,
+        self, settings: ServingSettings, *, engine: Engine, keys: list[ApiKey], client: MlflowClient
     ) -> None:
         self.settings = settings
-        self.metrics = metrics
         self.engine = engine
-        self.spool = spool
-        self.writer = writer
         self.keys = keys
         self.client = client
+        # The spool takes its directory for this process alone (`StoreConfigError` if another has it).
+        self.spool = Spool(settings.spool_dir, max_bytes=settings.spool_max_bytes)
+        self.metrics = Metrics(spool_bytes=lambda: self.spool.size, spool_records=lambda: self.spool.records)
+        self.writer = LogWriter(
+            self.spool, engine, flush_seconds=settings.flush_seconds, hmac_key=settings.hmac_key,
+            events=self.metrics,
+        )  # fmt: skip
         self.forwarder = Forwarder(timeout_seconds=settings.backend_timeout_seconds)
-        self.supervisor = Supervisor(settings, client=client, forwarder=self.forwarder, metrics=metrics)
+        self.supervisor = Supervisor(settings, client=client, forwarder=self.forwarder, metrics=self.metrics)
         self.checker = Checker()
         self.dropped_records = 0
         # Reads of the log store get their own threads: a hanging database must not starve the

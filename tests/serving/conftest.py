@@ -28,11 +28,9 @@ from logstore import store
 from logstore.database import make_engine, migrate
 from logstore.records import decode_body, input_rows
 from logstore.spool import Spool
-from logstore.writer import LogWriter
 from serving.app import create_app
 from serving.auth import parse_keys
 from serving.backend import Backend, free_port
-from serving.metrics import Metrics
 from serving.registry import ModelInfo
 from serving.runtime import Runtime
 from serving.settings import ServingSettings
@@ -250,13 +248,7 @@ def make_runtime(tmp_path: Path, **changes: Any) -> Runtime:
     settings = ServingSettings(model="m", spool_dir=tmp_path / "spool", **changes)
     engine = make_engine(f"sqlite:///{tmp_path}/log.db")
     migrate(engine)
-    spool = Spool(settings.spool_dir, max_bytes=settings.spool_max_bytes)
-    metrics = Metrics(spool_bytes=lambda: spool.size, spool_records=lambda: spool.records)
-    writer = LogWriter(spool, engine, flush_seconds=60, hmac_key=None, events=metrics)
-    keys = parse_keys(settings.api_keys)
-    return Runtime(
-        settings, engine=engine, spool=spool, writer=writer, keys=keys, client=MlflowClient(), metrics=metrics
-    )
+    return Runtime(settings, engine=engine, keys=parse_keys(settings.api_keys), client=MlflowClient())
 
 
 def spooled(runtime: Runtime) -> list[dict[str, Any]]:
