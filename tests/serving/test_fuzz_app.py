@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import positive_data_acceptance
-from schemathesis.generation.case import Case
 
 from serving.app import create_app
 from serving.runtime import Runtime
-from tests.serving.conftest import HEADERS
-from tests.serving.test_fuzz import OPERATIONS
+from tests.serving.test_fuzz import OPERATIONS, fuzz_operation
 
 EXAMPLES = 50
 # GET /drift reads the latest drift report from MLflow's tracking server; test_fuzz.py covers it.
@@ -38,10 +33,4 @@ def api(app_runtime: Runtime) -> Iterator[schemathesis.BaseSchema]:
 def test_no_server_error_and_every_answer_as_documented(
     api: schemathesis.BaseSchema, method: str, path: str
 ) -> None:
-    @given(case=api[path][method].as_strategy())
-    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-    def fuzz(case: Case[Any]) -> None:
-        # As in test_fuzz.py: a body that fits the schema may still not fit the model; that is a 400.
-        case.call_and_validate(headers=HEADERS, excluded_checks=[positive_data_acceptance])
-
-    fuzz()
+    fuzz_operation(api, method, path, examples=EXAMPLES)
