@@ -103,6 +103,23 @@ def test_drop_policy_keeps_serving_and_counts_what_it_dropped(tmp_path: Path) ->
     asyncio.run(runtime.close())
 
 
+def test_drop_policy_drops_a_record_the_disk_refuses_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime = make_runtime(tmp_path, spool_full="drop")
+    runtime.spool.append({"warm": True})  # Opens a segment; then the disk is full.
+    runtime.spool._current = Path("/dev/full").open("a", encoding="utf-8")  # noqa: SIM115
+    runtime.log(
+        request_id=str(uuid.uuid4()), client_request_id=None, received_at=datetime.now(UTC), key_id=None,
+        endpoint="/invocations", backend=None, status_code=200, total_ms=1.0, upstream_ms=1.0,
+        content_type="application/json", body=b"{}", response=None, error=None,
+    )  # fmt: skip
+    assert runtime.dropped_records == 1
+    assert "serving_log_records_dropped_total 1.0" in runtime.metrics.exposition().decode()
+    assert "spool cannot be written" in caplog.text and "SERVING_SPOOL_FULL=drop" in caplog.text
+    asyncio.run(runtime.close())
+
+
 def test_the_queue_gauges_follow_the_spool(tmp_path: Path) -> None:
     spool = Spool(tmp_path, max_bytes=10_000)
     metrics = Metrics(spool_bytes=lambda: spool.size, spool_records=lambda: spool.records)
