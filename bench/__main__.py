@@ -21,6 +21,7 @@ from bench.build import OURS, SEED_STYLE_PARAMS, build
 from bench.logcheck import count_logged, quiet_logging, scratch
 from bench.servers import Server, ServerError, backend_url, mlflow_server, proxy
 from logstore.database import first_line
+from registry_scripts.cli import fail
 from training.errors import TrainingError
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "attrition.csv"
@@ -201,8 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         with scratch("bench", args.database_url) as (workdir, url):
             figures = run(args, workdir, url)
     except SQLAlchemyError as exc:
-        print(f"error: --database-url: {first_line(exc)}", file=sys.stderr)
-        return 2
+        return fail(f"--database-url: {first_line(exc)}")
     except (ServerError, measure.MeasurementError, TrainingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

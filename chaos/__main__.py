@@ -29,6 +29,7 @@ from chaos.relay import Relay
 from chaos.scenarios import Stage, request_body, run_all
 from logstore.database import first_line
 from registry_scripts.actions import promote
+from registry_scripts.cli import fail
 from training.config import load_config
 from training.errors import TrainingError
 from training.job import train
@@ -101,11 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         with scratch("chaos", args.database_url) as (workdir, url):
             outcomes = run(args, workdir, url)
     except SQLAlchemyError as exc:
-        print(f"error: --database-url: {first_line(exc)}", file=sys.stderr)
-        return 2
+        return fail(f"--database-url: {first_line(exc)}")
     except (ServerError, TrainingError, mlflow.exceptions.MlflowException) as exc:
-        print(f"error: {first_line(exc)}", file=sys.stderr)
-        return 2
+        return fail(f"{first_line(exc)}")
     environment = {
         "run": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{os.cpu_count()} cores, {platform.system()} {platform.machine()}",

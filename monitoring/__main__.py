@@ -23,6 +23,7 @@ from monitoring import job, outcomes, reference
 from monitoring.drift import Thresholds
 from monitoring.errors import MonitoringError
 from registry_scripts.access import configure_mlflow
+from registry_scripts.cli import fail, problems
 
 
 def _version(text: str) -> int | None:
@@ -84,19 +85,13 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
     except ValidationError as exc:
-        first = exc.errors()[0]
-        print(
-            f"error: --{'-'.join(str(p) for p in first['loc']).replace('_', '-')}: {first['msg']}",
-            file=sys.stderr,
-        )
-        return 2
+        return fail(problems(exc, spell=lambda field: "--" + field.replace("_", "-")))
     configure_mlflow()
     client = MlflowClient()
     try:
         engine = make_engine(settings.database_url, must_exist=True)
     except LogStoreError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
+        return fail(exc.message)
     try:
         if args.command == "outcomes":
             version = reference.resolve_version(client, args.model, None)
@@ -112,11 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             out=args.out, thresholds=thresholds,
         )  # fmt: skip
     except MonitoringError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
+        return fail(exc.message)
     except SQLAlchemyError as exc:
-        print(f"error: log store {safe_url(engine)}: {first_line(exc)}", file=sys.stderr)
-        return 2
+        return fail(f"log store {safe_url(engine)}: {first_line(exc)}")
     finally:
         engine.dispose()
     summary = outcome.summary

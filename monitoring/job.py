@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from monitoring import drift, logged, performance, reference
 from monitoring.errors import MonitoringError
 from monitoring.report import render
+from registry_scripts.reports import DriftSummary
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,8 @@ def run(
     }
     directory = out / f"{model}-v{version}-{created.strftime('%Y%m%dT%H%M%SZ')}"
     directory.mkdir(parents=True, exist_ok=True)
-    summary = _finite(summary)
+    # Checked against the contract serving reads back (`GET /drift`) before anything is written.
+    summary = DriftSummary.model_validate(_finite(summary)).model_dump(mode="json", exclude={"run_id"})
     (directory / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
     (directory / "report.html").write_text(
         render(

@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from logstore.errors import LogStoreError
 from logstore.feedback import Feedback, record
 from monitoring.errors import MonitoringError
+from registry_scripts.cli import problems
 
 COLUMNS = {"request_id", "row", "entity_id", "label", "observed_at"}
 
@@ -33,9 +34,7 @@ def read(path: Path) -> list[Feedback]:
         try:
             outcomes.append(Feedback.model_validate(fields))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or "row"
-            raise MonitoringError(f"--csv: {path} line {index + 2}: {where}: {first['msg']}") from exc
+            raise MonitoringError(f"--csv: {path} line {index + 2}: {problems(exc, whole='row')}") from exc
     if not outcomes:
         raise MonitoringError(f"--csv: {path} holds no outcomes")
     return outcomes

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from registry_scripts import actions
 from registry_scripts.access import configure_mlflow
+from registry_scripts.cli import fail
 from registry_scripts.errors import RegistryError
 from registry_scripts.gates import holdout_auc
 from registry_scripts.registry import drift, versions
@@ -132,8 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except MlflowException as exc:
-        print(f"error: the registry refused the request: {exc.message}", file=sys.stderr)
-        return 2
+        return fail(f"the registry refused the request: {exc.message}")
     for gate in outcome.gates:
         state = "passed" if gate.passed else "FAILED (forced)"
         print(f"gate {gate.name}: {state}: {gate.detail}")

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from logstore.database import make_engine, migrate, safe_url, wait_for
 from logstore.errors import LogStoreError
 from registry_scripts.access import configure_mlflow
+from registry_scripts.cli import fail, problems
 from serving.app import create_app
 from serving.auth import parse_keys
 from serving.errors import ServingError
@@ -46,12 +47,6 @@ def parse_args(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
     parser.add_argument("--poll-seconds", type=float, help="how often the registry is read (default 10)")
     return {key: value for key, value in vars(parser.parse_args(argv)).items() if value is not None}
-
-
-def _settings_error(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "settings"
-    return f"{where}: {first['msg']}"
 
 
 async def serve(settings: ServingSettings) -> int:
@@ -110,14 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = ServingSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        print(f"error: {_settings_error(exc)}", file=sys.stderr)
-        return 2
+        return fail(problems(exc, whole="settings"))
     configure_mlflow()
     try:
         return asyncio.run(serve(settings))
     except (ServingError, LogStoreError) as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
+        return fail(exc.message)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer
+from pydantic import BaseModel, PlainSerializer
+
+from registry_scripts.reports import DriftSummary
 
 # As the log store gives it back, offset and all (`+00:00`, not pydantic's `Z`): answers stay as before.
 Moment = Annotated[datetime, PlainSerializer(lambda moment: moment.isoformat(), return_type=str)]
@@ -125,37 +127,7 @@ class Recorded(BaseModel):
     message: str
 
 
-class DriftWindow(BaseModel):
-    """The logged times a drift report covers: as asked, and as found."""
-
-    since: str | None
-    until: str | None
-    first: str
-    last: str
-
-
-class DriftSummary(BaseModel):
-    """`GET /drift`: the MLflow run of the latest drift report and its summary (`python -m monitoring drift`).
-
-    Fields a newer report adds pass through; the ones named here are what the business app reads.
-    """
-
-    model_config = ConfigDict(extra="allow")
+class DriftReport(DriftSummary):
+    """`GET /drift`: the latest drift report's summary and its MLflow run (`python -m monitoring drift`)."""
 
     run_id: str
-    model: str
-    version: int
-    created_at: str
-    window: DriftWindow
-    rows: int
-    reference_rows: int
-    thresholds: dict[str, Json]
-    drift: bool
-    drifted: list[str]  # Features, "<feature> (explanation)" and "score".
-    drifted_features: list[str]
-    explanation_drifted_features: list[str]
-    features: list[dict[str, Json]]  # Per feature: kind, statistic, p values, PSI, unseen share, drifted.
-    scores: dict[str, Json]
-    over_time: Json
-    explanations: list[dict[str, Json]]
-    performance: dict[str, Json]  # Realised performance per model version with outcomes.

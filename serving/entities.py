@@ -22,6 +22,7 @@ from logstore.errors import LogStoreError
 from logstore.records import pseudonym
 from logstore.store import upsert_entities
 from registry_scripts.access import configure_mlflow
+from registry_scripts.cli import fail, problems
 from serving.errors import ServingError
 from serving.registry import ModelInfo, describe, resolve
 from serving.settings import ServingSettings
@@ -88,17 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         migrate(engine)
         count = upsert_entities(engine, model_name=settings.model, features=features)
     except ValidationError as exc:
-        print(f"error: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", file=sys.stderr)
-        return 2
+        return fail(problems(exc))
     except (ServingError, LogStoreError) as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
+        return fail(exc.message)
     except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     except SQLAlchemyError as exc:
-        print(f"error: DATABASE_URL: {first_line(exc)}", file=sys.stderr)
-        return 2
+        return fail(f"DATABASE_URL: {first_line(exc)}")
     print(f"loaded {count} entities of {settings.model} (version {version}'s inputs) into {safe_url(engine)}")
     return 0
 

@@ -11,6 +11,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from registry_scripts.access import configure_mlflow, model_uri
+from registry_scripts.cli import fail
 
 
 def explain_lines(result: pd.Series, row: pd.Series, id_column: str | None) -> str:
@@ -50,22 +51,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_mlflow()
     if args.limit < 0 or args.top_k < 0:
-        print("error: --limit and --top-k must be >= 0", file=sys.stderr)
-        return 2
+        return fail("--limit and --top-k must be >= 0")
     uri = model_uri(args.model, alias=args.alias, stage=args.stage)
     try:
         rows = pd.read_csv(args.input, nrows=args.limit or None)
     except (OSError, ValueError) as exc:
-        print(f"error: --input: cannot read {args.input}: {exc}", file=sys.stderr)
-        return 2
+        return fail(f"--input: cannot read {args.input}: {exc}")
     try:
         model = mlflow.pyfunc.load_model(uri)
         schema = model.metadata.get_input_schema()
         columns = [c for c in schema.input_names() if c in rows.columns] if schema else list(rows.columns)
         result = model.predict(rows[columns], params={"top_k": args.top_k})
     except MlflowException as exc:
-        print(f"error: {uri}: {exc.message}", file=sys.stderr)
-        return 2
+        return fail(f"{uri}: {exc.message}")
     id_column = next(
         (
             c

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from registry_scripts.access import configure_mlflow
+from registry_scripts.cli import fail
 from training.config import available_configs, load_config
 from training.errors import TrainingError
 from training.job import train
@@ -63,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         outcome = train(config, trials=args.trials or None, cv_folds=args.cv_folds or None)
     except TrainingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     print(
         f"run {outcome.run_id}: registered {outcome.model_name} version {outcome.version} "
         f"(holdout ROC AUC {outcome.metrics['holdout_roc_auc']:.4f}, threshold {outcome.threshold:.4f})"

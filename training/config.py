@@ -8,6 +8,7 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from registry_scripts.cli import problems
 from training.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -86,11 +87,7 @@ def resolve_config_path(ref: str) -> Path:
 
 def format_validation_error(source: str, exc: ValidationError) -> str:
     """One line naming every invalid field."""
-    problems = []
-    for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        problems.append(f"{field}: {error['msg']}")
-    return f"invalid config {source}: " + "; ".join(problems)
+    return f"invalid config {source}: {problems(exc, every=True)}"
 
 
 def load_config(ref: str) -> UseCaseConfig:

@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import APIRouter
 
-from serving.contracts import DriftSummary, ModelFacts
+from serving.contracts import DriftReport, ModelFacts
 from serving.drift import latest_summary
 from serving.openapi import errors
 from serving.routes.deps import Key, RuntimeDep, not_running
@@ -23,7 +23,7 @@ async def model(_: Key, runtime: RuntimeDep) -> ModelFacts:
 
 
 @router.get("/drift", responses=errors(401, 404, 503))
-async def drift(_: Key, runtime: RuntimeDep) -> DriftSummary:
+async def drift(_: Key, runtime: RuntimeDep) -> DriftReport:
     """The latest drift summary of this model (`python -m monitoring drift`), from MLflow."""
     backend = runtime.backend
     if backend is None or backend.info.run_id is None:
@@ -31,4 +31,4 @@ async def drift(_: Key, runtime: RuntimeDep) -> DriftSummary:
     summary = await asyncio.to_thread(
         latest_summary, runtime.client, model=runtime.settings.model, run_id=backend.info.run_id
     )
-    return DriftSummary.model_validate(summary)
+    return DriftReport.model_validate(summary)

@@ -1,0 +1,45 @@
+"""The drift report as `python -m monitoring drift` logs it to MLflow, and serving reads it back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+Json = Any  # As the report holds it.
+
+
+class DriftWindow(BaseModel):
+    """The logged times a drift report covers: as asked, and as found."""
+
+    since: str | None
+    until: str | None
+    first: str
+    last: str
+
+
+class DriftSummary(BaseModel):
+    """A drift report's `summary.json`; `run_id`, its MLflow run, is added by whoever reads it back.
+
+    Fields a newer report adds pass through; the ones named here are what the business app reads.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    run_id: str | None = None  # Not in the file: the run is made after it is written.
+    model: str
+    version: int
+    created_at: str
+    window: DriftWindow
+    rows: int
+    reference_rows: int
+    thresholds: dict[str, Json]
+    drift: bool
+    drifted: list[str]  # Features, "<feature> (explanation)" and "score".
+    drifted_features: list[str]
+    explanation_drifted_features: list[str]
+    features: list[dict[str, Json]]  # Per feature: kind, statistic, p values, PSI, unseen share, drifted.
+    scores: dict[str, Json]
+    over_time: Json
+    explanations: list[dict[str, Json]]
+    performance: dict[str, Json]  # Realised performance per model version with outcomes.
