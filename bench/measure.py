@@ -163,7 +163,7 @@ async def _client_loop(
         finally:
             n += 1
         if answer.status_code == 200:
-            result.answered.append(answer.headers["x-request-id"])  # The key of its log row.
+            result.answered.append(answer.headers.get("x-request-id", ""))  # The key of its log row.
             result.latencies.append((time.perf_counter() - started) * 1000)
         else:
             result.failures.append(f"{answer.status_code}: {answer.text[:200]}")

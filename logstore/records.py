@@ -51,6 +51,10 @@ class Exchange(TypedDict):
     total_ms: float
     upstream_ms: float | None
     error: str | None
+    # The backend call that answered it (absent in records spooled before batching, and when unsent).
+    batch_requests: NotRequired[int | None]
+    batch_rows: NotRequired[int | None]
+    queue_ms: NotRequired[float | None]
 
 
 class SpoolRecord(TypedDict):
@@ -205,5 +209,8 @@ def to_rows(record: Mapping[str, Any], *, hmac_key: bytes | None) -> tuple[Row, 
         "error": meta.get("error"),
         "client_request_id": None if client_id is None else uuid.UUID(client_id),
         "input_error": input_error,
+        "batch_requests": meta.get("batch_requests"),
+        "batch_rows": meta.get("batch_rows"),
+        "queue_ms": meta.get("queue_ms"),
     }
     return request, predictions

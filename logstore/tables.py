@@ -40,6 +40,10 @@ inference_requests = Table(
     Column("error", Text),
     Column("client_request_id", Uuid),  # The X-Request-ID a client sent: its own, not unique.
     Column("input_error", Text),  # Why the input rows were not stored (a body too large to parse).
+    # The backend call that answered it: requests and rows merged into it (1 and n_rows when alone).
+    Column("batch_requests", Integer),
+    Column("batch_rows", Integer),
+    Column("queue_ms", Float),  # Time it waited for that call (natural batching).
     Index("ix_inference_requests_received_at", "received_at"),
     Index("ix_inference_requests_model", "model_name", "model_version"),
     Index("ix_inference_requests_client_request_id", "client_request_id"),

@@ -53,18 +53,23 @@ def _parquet_nul(body: bytes) -> str | None:
 
 def check_body(
     body: bytes, content_type: str, inputs: Sequence[dict[str, Any]], params: Sequence[dict[str, Any]]
-) -> None:
-    """Raise `BadRequest` unless a scoring body fits the model (JSON) or can be logged (CSV, Parquet)."""
+) -> dict[str, Any] | None:
+    """Raise `BadRequest` unless a scoring body fits the model (JSON) or can be logged (CSV, Parquet).
+
+    A JSON body's parsed payload is returned, for the batcher.
+    """
     kind = media_type(content_type)
     if kind == JSON_TYPE:
         payload = parse(body)
         check_rows(payload, inputs)
         check_params(payload, params)
-    elif kind == CSV_TYPE:
+        return payload
+    if kind == CSV_TYPE:
         if b"\x00" in body:
             raise BadRequest(f"body: {NUL}")
     elif problem := _parquet_nul(body):
         raise BadRequest(problem)
+    return None
 
 
 def verdict(
@@ -104,11 +109,13 @@ class Checker:
         content_type: str,
         inputs: Sequence[dict[str, Any]],
         params: Sequence[dict[str, Any]],
-    ) -> None:
-        """Raise `BadRequest` unless the body fits; never blocks the event loop for a large body."""
+    ) -> dict[str, Any] | None:
+        """Raise `BadRequest` unless the body fits; never blocks the event loop for a large body.
+
+        The parsed payload of a JSON body checked in place comes back (a large one's stays in the worker).
+        """
         if len(body) <= INLINE_BYTES:
-            check_body(body, content_type, inputs, params)
-            return
+            return check_body(body, content_type, inputs, params)
         media_type(content_type)  # A 415 needs no worker.
         try:
             refusal = await asyncio.get_running_loop().run_in_executor(
@@ -120,6 +127,7 @@ class Checker:
             raise Unavailable("the request could not be checked (its worker died); retry") from exc
         if refusal is not None:
             raise BadRequest(refusal.message, error_code=refusal.error_code, status_code=refusal.status_code)
+        return None
 
     def close(self) -> None:
         """Stop the worker."""

@@ -112,6 +112,9 @@ class LoggedRequest(BaseModel):
     error: str | None
     client_request_id: uuid.UUID | None
     input_error: str | None
+    batch_requests: int | None
+    batch_rows: int | None
+    queue_ms: float | None
     predictions: list[PredictionRow]
 
 

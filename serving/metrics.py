@@ -9,6 +9,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+WAIT_BUCKETS = (0.0001, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
 class Metrics:
@@ -82,6 +85,29 @@ class Metrics:
             "Switches to another model version named by the registry",
             registry=self.registry,
         )
+        self.batch_requests = Histogram(
+            "serving_batch_requests",
+            "Requests per backend call made by the batcher (1: alone; more: merged)",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_rows = Histogram(
+            "serving_batch_rows",
+            "Rows per backend call made by the batcher",
+            buckets=ROW_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_wait = Histogram(
+            "serving_batch_wait_seconds",
+            "Time a request waited in the batcher's queue for a backend call",
+            buckets=WAIT_BUCKETS,
+            registry=self.registry,
+        )
+        self.unmerges = Counter(
+            "serving_batch_unmerged",
+            "Merged calls that failed and were retried request by request",
+            registry=self.registry,
+        )
         queue = Gauge(
             "serving_log_queue_records",
             "Records spooled and not yet written to the log store",
@@ -115,6 +141,17 @@ class Metrics:
             version = str(versions.get(row["request_id"], ""))
             self.rows.labels(version).inc()
             self.scores.labels(version).observe(row["score"])
+
+    def batched(self, *, requests: int, rows: int, waits: Sequence[float]) -> None:
+        """Count one backend call of the batcher: its size and how long its requests waited."""
+        self.batch_requests.observe(requests)
+        self.batch_rows.observe(rows)
+        for wait in waits:
+            self.batch_wait.observe(wait)
+
+    def unmerged(self) -> None:
+        """Count a merged call retried request by request."""
+        self.unmerges.inc()
 
     def write_failed(self) -> None:
         """Count a failed log-store write."""

@@ -27,9 +27,10 @@ from logstore.spool import Spool
 from logstore.writer import LogWriter
 from serving.auth import ApiKey
 from serving.backend import Backend
+from serving.batching import Batcher, Call, mergeable
 from serving.checks import Checker
 from serving.errors import Unavailable
-from serving.forwarder import BackendUnreachable, Forwarder, Reply
+from serving.forwarder import BackendUnreachable, Forwarder
 from serving.metrics import Metrics
 from serving.settings import ServingSettings
 from serving.supervisor import Supervisor
@@ -59,6 +60,11 @@ class Runtime:
         self.forwarder = Forwarder(timeout_seconds=settings.backend_timeout_seconds)
         self.supervisor = Supervisor(settings, client=client, forwarder=self.forwarder, metrics=self.metrics)
         self.checker = Checker()
+        batching = settings.batching
+        self.batcher = Batcher(
+            self.forwarder, slots=settings.backend_workers, max_rows=settings.batch_max_rows,
+            max_wait_seconds=settings.batch_max_wait_ms / 1000, events=self.metrics,
+        ) if batching else None  # fmt: skip
         self.dropped_records = 0
         # Reads of the log store get their own threads: a hanging database must not starve the
         # registry follower, which shares asyncio's default executor.
@@ -89,19 +95,24 @@ class Runtime:
         await self.checker.start()
         await self.supervisor.start()
 
-    async def forward(self, body: bytes, content_type: str) -> tuple[Reply, Backend, float]:
-        """Send a body to the current backend: its answer, the backend, upstream milliseconds."""
+    async def forward(
+        self, body: bytes, content_type: str, payload: dict[str, Any] | None = None
+    ) -> tuple[Call, Backend]:
+        """Send a body to the current backend, through the batcher when it may share a call."""
         backend = self.backend
         if backend is None:
             raise Unavailable(f"the model server is not running: {self.not_ready}")
         if self.settings.log_requests and self.settings.spool_full == "reject" and self.spool.full():
             raise SpoolFull()
+        rows = mergeable(payload) if self.batcher is not None and payload is not None else None
         try:
+            if rows is not None and self.batcher is not None:
+                return await self.batcher.submit(backend, body, content_type, rows), backend
             reply, upstream_ms = await self.forwarder.forward(backend, body, content_type)
         except BackendUnreachable:
             self.supervisor.wake()  # A dead backend is restarted at once, not at the next poll.
             raise
-        return reply, backend, upstream_ms
+        return Call(reply, upstream_ms, 1, None, None), backend
 
     async def ping_backend(self) -> str | None:
         """None if the backend answers `/ping`, else why not."""
@@ -156,7 +167,7 @@ class Runtime:
         backend: Backend | None,
         status_code: int,
         total_ms: float,
-        upstream_ms: float | None,
+        call: Call | None,
         content_type: str,
         body: bytes,
         response: bytes | None,
@@ -173,7 +184,10 @@ class Runtime:
             received_at=received_at.isoformat(), key_id=key_id, endpoint=endpoint,
             model_name=self.settings.model, model_version=info.version if info else None,
             model_target=self.settings.target, status_code=status_code, total_ms=round(total_ms, 3),
-            upstream_ms=None if upstream_ms is None else round(upstream_ms, 3), error=error,
+            upstream_ms=None if call is None else round(call.upstream_ms, 3), error=error,
+            batch_requests=None if call is None else call.batch_requests,
+            batch_rows=None if call is None else call.batch_rows,
+            queue_ms=None if call is None or call.queue_ms is None else round(call.queue_ms, 3),
         )  # fmt: skip
         record = spool_record(
             exchange, content_type=content_type, body=body, response=response,
@@ -193,6 +207,8 @@ class Runtime:
 
     async def close(self) -> None:
         """Stop following, stop every backend, write the queued rows, release the spool."""
+        if self.batcher is not None:
+            await self.batcher.close()
         await self.supervisor.close()
         await self.forwarder.close()
         self.checker.close()

@@ -10,7 +10,9 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
@@ -24,7 +26,18 @@ from serving.upstream import translate
 from serving.validation import JSON_TYPE
 
 logger = logging.getLogger(__name__)
-BodyMaker = Callable[[], Awaitable[tuple[bytes, str]]]
+
+
+@dataclass(frozen=True)
+class Body:
+    """A scoring request's body as it goes to the backend."""
+
+    raw: bytes
+    content_type: str
+    payload: dict[str, Any] | None = None  # A JSON body's checked, parsed form: the batcher may merge it.
+
+
+BodyMaker = Callable[[], Awaitable[Body]]
 
 
 def error_body(error_code: str, message: str) -> dict[str, str]:
@@ -78,19 +91,19 @@ async def score(request: Request, runtime: Runtime, endpoint: str, make_body: Bo
     """Forward one scoring request, spool its log record, and answer, whatever happened."""
     received_at, started = datetime.now(UTC), time.perf_counter()
     # Our own id, never the client's: a reused or claimed X-Request-ID cannot mix two requests.
-    request_id, client_id, key_id, backend, upstream_ms = str(uuid.uuid4()), None, None, None, None
-    body, content_type = b"", request.headers.get("content-type", JSON_TYPE)
+    request_id, client_id, key_id, backend, call = str(uuid.uuid4()), None, None, None, None
+    body = Body(b"", request.headers.get("content-type", JSON_TYPE))
     answer: bytes | None = None
     error: ServingError | None = None
     try:
         client_id = client_request_id(request)
         key_id = identify(runtime.keys, request.headers.get("x-api-key"))
-        body, content_type = await make_body()
-        reply, backend, upstream_ms = await runtime.forward(body, content_type)
-        if reply.status_code == 200:
-            answer = reply.content
+        body = await make_body()
+        call, backend = await runtime.forward(body.raw, body.content_type, body.payload)
+        if call.reply.status_code == 200:
+            answer = call.reply.content
         else:
-            error = translate(reply.status_code, reply.content)
+            error = translate(call.reply.status_code, call.reply.content)
     except ServingError as exc:
         error = exc
     except LogStoreError as exc:
@@ -102,8 +115,9 @@ async def score(request: Request, runtime: Runtime, endpoint: str, make_body: Bo
         runtime.log(
             request_id=request_id, client_request_id=client_id, received_at=received_at, key_id=key_id,
             endpoint=endpoint, backend=backend, status_code=error.status_code if error else 200,
-            total_ms=(time.perf_counter() - started) * 1000, upstream_ms=upstream_ms,
-            content_type=content_type, body=body, response=answer, error=error.message if error else None,
+            total_ms=(time.perf_counter() - started) * 1000, call=call,
+            content_type=body.content_type, body=body.raw, response=answer,
+            error=error.message if error else None,
         )  # fmt: skip
     except LogStoreError as exc:
         # The spool is full or cannot be written, and the policy is to refuse: no answer unlogged.
@@ -113,7 +127,7 @@ async def score(request: Request, runtime: Runtime, endpoint: str, make_body: Bo
     runtime.metrics.answered(
         endpoint=endpoint, status=error.status_code if error else 200,
         version=served.info.version if served else None, seconds=time.perf_counter() - started,
-        upstream_seconds=None if upstream_ms is None else upstream_ms / 1000,
+        upstream_seconds=None if call is None else call.upstream_ms / 1000,
     )  # fmt: skip
     headers = {"X-Request-ID": request_id}
     if client_id is not None:

@@ -31,7 +31,16 @@ class ServingSettings(LogStoreSettings):
     max_body_bytes: int = Field(default=20 * 2**20, gt=0, description="larger request bodies get 413")
     backend_timeout_seconds: float = Field(default=60.0, gt=0, description="then 504")
     backend_start_seconds: float = Field(default=180.0, gt=0, description="time for a backend's /ping")
-    backend_workers: int = Field(default=1, ge=1, description="uvicorn workers of `mlflow models serve`")
+    backend_workers: int = Field(
+        default=1, ge=1, description="uvicorn workers of `mlflow models serve`, each taking merged calls"
+    )
+    batching: bool = Field(
+        default=True, description="merge JSON requests that wait for a busy backend into one call"
+    )
+    batch_max_rows: int = Field(default=512, ge=1, description="rows at most in one merged call")
+    batch_max_wait_ms: float = Field(
+        default=0.0, ge=0, le=1000, description="extra wait for more requests to merge; 0: none"
+    )
     drain_seconds: float = Field(default=60.0, ge=0, description="grace for a replaced backend's requests")
     spool_dir: Path = Field(default=Path(".serving-spool"), description="local write-ahead log of rows")
     spool_max_bytes: int = Field(default=512 * 2**20, gt=0, description="bound on the spool's size")

@@ -13,7 +13,7 @@ from serving.entities import restore_id
 from serving.errors import BadRequest, NotFound
 from serving.openapi import BY_ID_BODY, INVOCATIONS_BODY, PREDICTIONS, errors
 from serving.routes.deps import get_runtime
-from serving.scoring import read_body, score
+from serving.scoring import Body, read_body, score
 from serving.validation import JSON_TYPE, check_params, media_type, parse
 
 router = APIRouter()
@@ -30,15 +30,15 @@ async def invocations(request: Request) -> Response:
     """MLflow's scoring protocol, unchanged; adds X-Request-ID and X-Model-Version."""
     runtime = get_runtime(request)  # Not a dependency: FastAPI's resolution costs the hot path.
 
-    async def body() -> tuple[bytes, str]:
+    async def body() -> Body:
         raw = await read_body(request, runtime.settings.max_body_bytes)
         content_type = request.headers.get("content-type", JSON_TYPE)
         backend = runtime.backend
         if backend is None:
             media_type(content_type)
-        else:
-            await runtime.checker.check(raw, content_type, backend.info.inputs, backend.info.params)
-        return raw, content_type
+            return Body(raw, content_type)
+        payload = await runtime.checker.check(raw, content_type, backend.info.inputs, backend.info.params)
+        return Body(raw, content_type, payload)
 
     return await score(request, runtime, "/invocations", body)
 
@@ -52,7 +52,7 @@ async def predict_by_id(request: Request, entity_id: str) -> Response:
     """Score an entity from the entity table; an optional JSON body may carry `params`."""
     runtime = get_runtime(request)
 
-    async def body() -> tuple[bytes, str]:
+    async def body() -> Body:
         raw = await read_body(request, runtime.settings.max_body_bytes)
         params = None
         if len(raw) > BY_ID_BODY_BYTES:
@@ -79,6 +79,6 @@ async def predict_by_id(request: Request, entity_id: str) -> Response:
         document: dict[str, Any] = {"dataframe_records": [features]}
         if params:
             document["params"] = params
-        return json.dumps(document).encode(), JSON_TYPE
+        return Body(json.dumps(document).encode(), JSON_TYPE, document)
 
     return await score(request, runtime, "/predict/by-id/{entity_id}", body)

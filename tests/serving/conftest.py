@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -191,12 +192,19 @@ def start_proxy(workdir: Path) -> Iterator[Callable[..., Proxy]]:
 
 
 class FakeBackend(ThreadingHTTPServer):
-    """A stand-in for `mlflow models serve` on a real socket: one canned prediction per row sent."""
+    """A stand-in for `mlflow models serve` on a real socket: one prediction per row sent.
 
-    def __init__(self) -> None:
+    Each prediction carries the row's `employee_id` and a score of its `Age` / 100, so a test sees
+    which rows an answer is about; `threshold` tells fake backends apart.
+    """
+
+    def __init__(self, *, threshold: float = 0.5) -> None:
         super().__init__(("127.0.0.1", 0), _FakeBackendHandler)
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         self.bodies: list[bytes] = []
+        self.threshold = threshold
+        self.delay = 0.0  # Seconds each call takes, to keep the proxy's call slot busy.
+        self.refuse: str | None = None  # A body holding this text is answered 400, as MLflow refuses.
 
 
 class _FakeBackendHandler(BaseHTTPRequestHandler):
@@ -218,13 +226,24 @@ class _FakeBackendHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         self.server.bodies.append(body)
+        time.sleep(self.server.delay)
+        if self.server.refuse is not None and self.server.refuse.encode() in body:
+            message = f"Failed to predict data. Error: the model refuses {self.server.refuse!r}"
+            self._answer(400, json.dumps({"error_code": "BAD_REQUEST", "message": message}).encode())
+            return
         if self.headers.get("Content-Type", "").startswith("text/csv"):
-            count = max(len(body.decode("utf-8", errors="replace").splitlines()) - 1, 0)
+            found: list[dict[str, Any]] = [
+                {} for _ in range(max(len(body.decode("utf-8", errors="replace").splitlines()) - 1, 0))
+            ]
         else:
-            count = len(input_rows("application/json", decode_body("application/json", body)))
-        prediction = {"employee_id": 1, "score": 0.25, "prediction": "No", "threshold": 0.5,
-                      "base_value": -1.0, "unseen_categories": [], "contributions": {"Age": 0.5}}  # fmt: skip
-        self._answer(200, json.dumps({"predictions": [prediction] * count}).encode())
+            found = input_rows("application/json", decode_body("application/json", body))
+        predictions = [
+            {"employee_id": row.get("employee_id", 1), "score": row.get("Age", 25) / 100, "prediction": "No",
+             "threshold": self.server.threshold, "base_value": -1.0, "unseen_categories": [],
+             "contributions": {"Age": 0.5}}
+            for row in found
+        ]  # fmt: skip
+        self._answer(200, json.dumps({"predictions": predictions}).encode())
 
 
 INPUTS = [
@@ -267,18 +286,31 @@ def fake_backend() -> Iterator[FakeBackend]:
     server.server_close()
 
 
+def fake_process() -> subprocess.Popen[bytes]:
+    """Stands for a backend's process: alive while it runs, stopped with its group by `close`."""
+    return subprocess.Popen(["sleep", "600"], start_new_session=True)
+
+
+@contextlib.contextmanager
+def routed_runtime(tmp_path: Path, backend: FakeBackend, **changes: Any) -> Iterator[Runtime]:
+    """A runtime routing to a fake backend, with API keys on; `drive` uses and closes it."""
+    runtime = make_runtime(tmp_path, api_keys=[f"ops:{API_KEY}"], **changes)
+    process = fake_process()
+    runtime.backend = Backend(info=model_info(), url=backend.url, process=process)
+    runtime.not_ready = None
+    try:
+        yield runtime
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 @pytest.fixture
 def app_runtime(tmp_path: Path, fake_backend: FakeBackend) -> Iterator[Runtime]:
     """A runtime routing to the fake backend, with API keys on; `drive` uses and closes it."""
-    runtime = make_runtime(tmp_path, api_keys=[f"ops:{API_KEY}"])
-    # Stands for the backend's process: alive while it runs, stopped with its group by `close`.
-    sleeper = subprocess.Popen(["sleep", "600"], start_new_session=True)
-    runtime.backend = Backend(info=model_info(), url=fake_backend.url, process=sleeper)
-    runtime.not_ready = None
-    yield runtime
-    if sleeper.poll() is None:
-        sleeper.kill()
-        sleeper.wait()
+    with routed_runtime(tmp_path, fake_backend) as runtime:
+        yield runtime
 
 
 def drive(runtime: Runtime, scenario: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:

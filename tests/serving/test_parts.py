@@ -95,7 +95,7 @@ def test_drop_policy_keeps_serving_and_counts_what_it_dropped(tmp_path: Path) ->
         runtime.log(
             request_id=str(uuid.uuid4()), client_request_id=None, received_at=datetime.now(UTC), key_id=None,
             endpoint="/invocations",
-            backend=None, status_code=200, total_ms=1.0, upstream_ms=1.0, content_type="application/json",
+            backend=None, status_code=200, total_ms=1.0, call=None, content_type="application/json",
             body=body, response=None, error=None,
         )  # fmt: skip
     assert runtime.dropped_records > 0
@@ -111,7 +111,7 @@ def test_drop_policy_drops_a_record_the_disk_refuses_and_says_so(
     runtime.spool._current = Path("/dev/full").open("a", encoding="utf-8")  # noqa: SIM115
     runtime.log(
         request_id=str(uuid.uuid4()), client_request_id=None, received_at=datetime.now(UTC), key_id=None,
-        endpoint="/invocations", backend=None, status_code=200, total_ms=1.0, upstream_ms=1.0,
+        endpoint="/invocations", backend=None, status_code=200, total_ms=1.0, call=None,
         content_type="application/json", body=b"{}", response=None, error=None,
     )  # fmt: skip
     assert runtime.dropped_records == 1
@@ -147,7 +147,7 @@ def test_logging_off_spools_nothing_and_ignores_a_full_spool(tmp_path: Path) -> 
         runtime.log(
             request_id=str(uuid.uuid4()), client_request_id=None, received_at=datetime.now(UTC), key_id=None,
             endpoint="/invocations",
-            backend=None, status_code=200, total_ms=1.0, upstream_ms=1.0, content_type="application/json",
+            backend=None, status_code=200, total_ms=1.0, call=None, content_type="application/json",
             body=json.dumps({"dataframe_records": ROWS}).encode(), response=None, error=None,
         )  # fmt: skip
     assert runtime.spool.size == 0 and runtime.dropped_records == 0

@@ -6,8 +6,10 @@ import hashlib
 import hmac
 import json
 import subprocess
+import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -33,6 +35,7 @@ from tests.serving.conftest import (
 )
 
 HMAC_KEY = "pseudonym-key-for-tests"
+JSON_TYPE = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
@@ -383,3 +386,67 @@ def test_mlflow_s_own_scoring_client_works_against_the_proxy(
     assert through.invoke(frame, params={"top_k": 2}) == direct
     assert through.get_version() == mlflow.__version__
     open_proxy.stop()
+
+
+def _metric(proxy: Proxy, name: str) -> float:
+    text = httpx.get(f"{proxy.url}/metrics", headers=HEADERS).text
+    return float(next(line.split()[1] for line in text.splitlines() if line.startswith(f"{name} ")))
+
+
+def test_concurrent_requests_get_the_bytes_they_get_alone(
+    http: httpx.Client, proxy: Proxy, log_engine: Engine
+) -> None:
+    """Natural batching against the real model server: merged or not, every answer is the same bytes."""
+    frame = rows(40, start=100)
+    missing: dict[str, Any] = split_body(rows(1, start=7))
+    split = missing["dataframe_split"]
+    split["data"][0][split["columns"].index("Department")] = None  # Merged with rows that have one.
+    reordered = frame.iloc[5:7][list(reversed(frame.columns))]
+    bodies = [
+        json.dumps(
+            split_body(frame.iloc[n : n + 1 + n % 3], **({"top_k": 1 + n % 2} if n % 4 else {}))
+        ).encode()
+        for n in range(12)
+    ] + [
+        json.dumps({"dataframe_records": frame.iloc[20:23].to_dict(orient="records")}).encode(),
+        json.dumps(
+            {"dataframe_records": frame.iloc[23:24].to_dict(orient="records"), "params": {"top_k": 2}}
+        ).encode(),
+        json.dumps(split_body(reordered)).encode(),
+        json.dumps(missing).encode(),
+    ]
+    slow = json.dumps(split_body(rows(150, start=300))).encode()  # Under 64 KiB: keeps the call slot busy.
+    assert len(slow) < 64 * 1024
+    alone = [http.post("/invocations", content=body, headers=JSON_TYPE) for body in bodies]
+    assert all(answer.status_code == 200 for answer in alone), [a.text for a in alone if a.status_code != 200]
+    calls, requests = (
+        _metric(proxy, "serving_batch_requests_count"),
+        _metric(proxy, "serving_batch_requests_sum"),
+    )
+
+    def post(body: bytes) -> httpx.Response:
+        with httpx.Client(base_url=proxy.url, headers=HEADERS, timeout=60) as client:
+            return client.post("/invocations", content=body, headers=JSON_TYPE)
+
+    together: list[httpx.Response] = []
+    with ThreadPoolExecutor(max_workers=len(bodies) + 1) as pool:
+        for _ in range(3):
+            first = pool.submit(post, slow)
+            time.sleep(0.01)
+            together.extend(pool.map(post, bodies))
+            assert first.result().status_code == 200
+    merged_calls = _metric(proxy, "serving_batch_requests_count") - calls
+    merged_requests = _metric(proxy, "serving_batch_requests_sum") - requests
+    assert merged_requests == 3 * (len(bodies) + 1) and merged_calls < merged_requests  # Some calls merged.
+    for n, answer in enumerate(together):
+        single = alone[n % len(bodies)]
+        assert answer.status_code == 200, answer.text
+        assert answer.content == single.content, f"body {n % len(bodies)}"
+        assert answer.headers["X-Model-Version"] == single.headers["X-Model-Version"]
+    ids = [answer.headers["X-Request-ID"] for answer in together]
+    assert len(set(ids)) == len(ids)
+    found = [logged(log_engine, request_id) for request_id in ids]
+    expected_rows = [len(json.loads(alone[n % len(bodies)].content)["predictions"]) for n in range(len(ids))]
+    assert [row["n_rows"] for row in found] == expected_rows
+    assert any(row["batch_requests"] > 1 for row in found)
+    assert all(row["batch_rows"] >= row["n_rows"] for row in found)
