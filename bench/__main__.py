@@ -25,8 +25,9 @@ from registry_scripts.cli import fail
 from training.errors import TrainingError
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "attrition.csv"
-FULL = {"rounds": 1000, "batches": 20, "load_seconds": 60.0, "trials": 0, "wide_bodies": 3}
-QUICK = {"rounds": 200, "batches": 5, "load_seconds": 15.0, "trials": 5, "wide_bodies": 1}
+FULL = {"rounds": 1000, "batches": 20, "load_seconds": 60.0, "trials": 0, "wide_bodies": 3, "sweep": "1,4,64"}
+QUICK = {"rounds": 200, "batches": 5, "load_seconds": 15.0, "trials": 5, "wide_bodies": 1, "sweep": ""}
+SWEEP_SECONDS = 20.0
 DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -41,6 +42,16 @@ def _positive(kind: type[int] | type[float]) -> Any:
         return value
 
     return parse
+
+
+def _client_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected client counts like 1,4,64, got {text!r}") from None
+    if any(count <= 0 for count in counts):
+        raise argparse.ArgumentTypeError(f"client counts must be > 0, got {text}")
+    return counts
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,6 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--clients", type=_positive(int), default=16, help="concurrent clients under load (16)"
     )
     parser.add_argument(
+        "--sweep", type=_client_counts, help="other client counts, 20 s each (1,4,64; quick: none)"
+    )
+    parser.add_argument(
         "--trials", type=_positive(int), help="search trials for our model (config's; quick 5)"
     )
     parser.add_argument("--cv-folds", type=_positive(int), help="CV folds for our model (config's)")
@@ -84,7 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
-            setattr(args, key, value or None)
+            setattr(args, key, _client_counts(str(value)) if key == "sweep" else value or None)
     if args.cv_folds == 1:
         parser.error("--cv-folds must be at least 2")
     if args.batch_rows > 1470:
@@ -111,7 +125,11 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str) -> dict[str,
         "proxy_off": proxy(
             "proxy-off", OURS, workdir, database_url=database_url, log_requests=False, workers=workers
         ),
-    }
+        "proxy_unbatched": proxy(
+            "proxy-unbatched", OURS, workdir, database_url=database_url, log_requests=True, workers=workers,
+            env={"SERVING_BATCHING": "false"},
+        ),
+    }  # fmt: skip
     try:
         for server in servers.values():
             server.start()
@@ -135,27 +153,21 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str) -> dict[str,
         wide = measure.while_refusing(
             on.url, singles, measure.wide_body(), rounds=min(args.rounds, 200), wides=args.wide_bodies
         )
-        loads: dict[str, dict[str, Any]] = {}
-        for state, server in (("on", on), ("off", off)):
-            logging.info("load with logging %s: %d clients for %g s", state, args.clients, args.load_seconds)
-            result = measure.load(
-                server.url, singles, clients=args.clients, seconds=args.load_seconds, rss=server.rss_bytes
-            )
-            counted = count_logged(
-                database_url, result.answered, rows_per_request=1, wait_seconds=120 if state == "on" else 2
-            )
-            loads[state] = {
-                "requests": len(result.answered) + len(result.failures),
-                "per_second": result.per_second,
-                "ms": report.summary(result.latencies),
-                "failed": len(result.failures),
-                "first_failures": result.failures[:5],
-                "answered": counted.answered,
-                "stored": counted.stored,
-                "lost": counted.lost if state == "on" else 0,
-                "duplicated": counted.duplicated,
-                "peak_rss_mib": result.peak_rss / report.MIB,
+        bare = Server("bare", direct, "/ping", [], workdir / "bare.log", {})  # The proxy's own backend.
+        under_load = {"bare": bare, "unbatched": servers["proxy_unbatched"], "on": on, "off": off}
+        loads = {
+            name: _load(args, server, singles, database_url, clients=args.clients, seconds=args.load_seconds)
+            for name, server in under_load.items()
+        }
+        sweep = {
+            str(clients): {
+                name: _load(
+                    args, under_load[name], singles, database_url, clients=clients, seconds=SWEEP_SECONDS
+                )
+                for name in ("bare", "unbatched", "on")
             }
+            for clients in args.sweep
+        }
     finally:
         for server in servers.values():
             server.stop()
@@ -175,6 +187,7 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str) -> dict[str,
             "proxy_ms": report.summary(proxy_batches),
         },
         "load": loads,
+        "sweep": sweep,
         "wide_body": {
             "bytes": wide["wide_bytes"],
             "alone_ms": report.summary(wide["alone_ms"]),
@@ -191,13 +204,49 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str) -> dict[str,
     }
 
 
+def _load(
+    args: argparse.Namespace,
+    server: Server,
+    singles: list[bytes],
+    database_url: str,
+    *,
+    clients: int,
+    seconds: float,
+) -> dict[str, Any]:
+    """One load run against one server: throughput, latency, and for a logging proxy what reached the log."""
+    logged = server.name in ("proxy-on", "proxy-unbatched")
+    batched = server.name in ("proxy-on", "proxy-off")
+    logging.info("load on %s: %d clients for %g s", server.name, clients, seconds)
+    before = measure.histogram(server.url, "serving_batch_requests") if batched else {}
+    result = measure.load(server.url, singles, clients=clients, seconds=seconds, rss=server.rss_bytes)
+    after = measure.histogram(server.url, "serving_batch_requests") if batched else {}
+    counted = (
+        count_logged(database_url, result.answered, rows_per_request=1, wait_seconds=120) if logged else None
+    )
+    return {
+        "clients": clients,
+        "requests": len(result.answered) + len(result.failures),
+        "per_second": result.per_second,
+        "ms": report.summary(result.latencies),
+        "failed": len(result.failures),
+        "first_failures": result.failures[:5],
+        "answered": len(result.answered),
+        "stored": counted.stored if counted else 0,
+        "lost": counted.lost if counted else 0,
+        "duplicated": counted.duplicated if counted else 0,
+        "logged": logged,
+        "merged_calls": measure.merged_calls(before, after) if batched else None,
+        "peak_rss_mib": result.peak_rss / report.MIB,
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; one line and a non-zero status if it could not run."""
     args = parse_args(argv)
     quiet_logging()
     settings = {
         k: getattr(args, k) for k in ("rounds", "batches", "batch_rows", "load_seconds", "clients", "workers")
-    }
+    } | {"sweep": list(args.sweep), "sweep_seconds": SWEEP_SECONDS}
     try:
         with scratch("bench", args.database_url) as (workdir, url):
             figures = run(args, workdir, url)

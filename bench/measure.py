@@ -202,3 +202,35 @@ def load(
         sampler.join()
     result.peak_rss = max(result.peak_rss, rss())
     return result
+
+
+def histogram(url: str, name: str) -> dict[str, float]:
+    """A Prometheus histogram of the proxy's `/metrics`: cumulative counts by upper bound, sum and count."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(f'{name}_bucket{{le="'):
+            bound = line.split('"')[1]
+            found[bound] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith((f"{name}_sum ", f"{name}_count ")):
+            found[line.split(" ", 1)[0].removeprefix(f"{name}_")] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def merged_calls(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """How many requests each backend call carried between two snapshots of `serving_batch_requests`."""
+    calls = after.get("count", 0.0) - before.get("count", 0.0)
+    requests = after.get("sum", 0.0) - before.get("sum", 0.0)
+    bounds = [key for key in after if key not in ("sum", "count")]
+    shares, below = {}, 0.0
+    for bound in bounds:
+        cumulative = after[bound] - before.get(bound, 0.0)
+        label = "more" if bound == "+Inf" else f"<= {float(bound):g}"
+        shares[label] = (cumulative - below) / calls if calls else 0.0
+        below = cumulative
+    return {
+        "calls": calls,
+        "requests": requests,
+        "mean": requests / calls if calls else 0.0,
+        "shares": shares,
+    }

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, NotRequired, TypedDict
 
+import orjson
 import pandas as pd
 
 from logstore.formats import read
@@ -94,8 +95,11 @@ class Unreadable(ValueError):
 
 
 def _json(text: str) -> Any:
-    # MLflow accepts NaN and Infinity; JSON columns cannot hold them, so they are stored as null.
-    return json.loads(text, parse_constant=lambda _: None)
+    try:
+        return orjson.loads(text)  # Several times faster than json on a large answer.
+    except orjson.JSONDecodeError:
+        # MLflow accepts NaN and Infinity; JSON columns cannot hold them, so they are stored as null.
+        return json.loads(text, parse_constant=lambda _: None)
 
 
 def _clean(value: Any) -> Any:

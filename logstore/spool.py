@@ -17,6 +17,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 from logstore.errors import SpoolFull, SpoolWriteFailed, StoreConfigError
 
 logger = logging.getLogger(__name__)
@@ -47,7 +49,7 @@ class Spool:
         self._next = int(closed[-1].stem) + 1 if closed else 1
         self._size = sum(path.stat().st_size for path in closed)
         self._records = {path.name: _lines(path) for path in closed}  # Records per segment not yet written.
-        self._current: IO[str] | None = None
+        self._current: IO[bytes] | None = None
         if closed:
             logger.info("spool: %d segment(s) from an earlier run will be replayed", len(closed))
 
@@ -71,14 +73,18 @@ class Spool:
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Add one record; `SpoolFull` past the bound, `SpoolWriteFailed` when the disk refuses it."""
-        line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
+        # orjson: a large body is escaped several times faster than by json, on the request path.
+        try:
+            line = orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
+        except orjson.JSONEncodeError:  # What only json writes: an integer past 64 bits, a lone surrogate.
+            line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
         with self._lock:
             if self._size + len(line) > self.max_bytes:
                 raise SpoolFull()
             if self._current is None:
                 path = self.directory / f"{self._next:016d}.jsonl"
                 self._next += 1
-                self._current = path.open("a", encoding="utf-8")
+                self._current = path.open("ab")
                 self._records[path.name] = 0
             # flush() hands the line to the kernel: it survives the process being killed.
             try:
@@ -112,12 +118,15 @@ class Spool:
     @staticmethod
     def read(segment: Path) -> Iterator[dict[str, Any]]:
         """The records of a segment; a torn last line (a crash while appending) is skipped."""
-        with segment.open(encoding="utf-8") as handle:
+        with segment.open("rb") as handle:
             for number, line in enumerate(handle, start=1):
                 try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    logger.warning("spool: %s line %d is incomplete and was skipped", segment.name, number)
+                    yield orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    try:  # A segment written before orjson may hold what only json reads (NaN).
+                        yield json.loads(line)
+                    except ValueError:
+                        logger.warning("spool: %s line %d is incomplete, skipped", segment.name, number)
 
     def close(self) -> None:
         """Close the open segment and give up ownership."""

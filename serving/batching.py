@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 from logstore.formats import FormatError, read
 from serving.backend import Backend
 from serving.forwarder import Forwarder, Reply
@@ -96,9 +98,12 @@ class _Lane:
 def split(content: bytes, counts: Sequence[int]) -> list[bytes] | None:
     """Each request's share of a merged answer, as MLflow writes it; None unless one prediction per row."""
     try:
-        answer = json.loads(content)
-    except ValueError:
-        return None
+        answer = orjson.loads(content)  # Several times faster than json; the same values.
+    except orjson.JSONDecodeError:
+        try:  # MLflow writes NaN for an undefined number, which only json reads.
+            answer = json.loads(content)
+        except ValueError:
+            return None
     predictions = answer.get("predictions") if isinstance(answer, dict) and len(answer) == 1 else None
     if not isinstance(predictions, list) or len(predictions) != sum(counts):
         return None

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from bench.__main__ import parse_args
-from bench.report import batch_ceiling, goals
+from bench.report import goals
 from tests.conftest import POSTGRES_ADMIN, subprocess_env
 
 
@@ -50,12 +50,31 @@ def test_a_tiny_quick_run_measures_everything_and_writes_its_results(tmp_path: P
     assert on["stored"] == on["answered"] and on["lost"] == 0 and on["duplicated"] == 0
     assert off["answered"] > 0 and off["stored"] == 0  # Logging off stores nothing.
     assert on["peak_rss_mib"] > 100 and all(value > 50 for value in results["memory_mib"].values())
-    assert [g["number"] for g in results["goals"]] == ["1", "2a", "2b", "3", "4", "5a", "5b", "6"]
+    assert [g["number"] for g in results["goals"]] == [
+        "1",
+        "2a",
+        "2b",
+        "3",
+        "5a",
+        "5b",
+        "6",
+        "7",
+        "8",
+        "9",
+        "10",
+    ]
+    bare, unbatched = results["load"]["bare"], results["load"]["unbatched"]
+    assert (
+        bare["answered"] > 0 and bare["failed"] == 0 and not bare["logged"] and bare["merged_calls"] is None
+    )
+    assert unbatched["stored"] == unbatched["answered"] > 0 and unbatched["merged_calls"] is None
+    assert on["merged_calls"]["requests"] == on["answered"]  # Every one-row request went through the batcher.
+    assert results["sweep"] == {}  # --quick measures no other client counts.
     wide = results["wide_body"]
     assert wide["bytes"] > 13 * 2**20 and wide["alone_ms"]["n"] == 15 and wide["during_ms"]["n"] > 0
     table = (tmp_path / "RESULTS.md").read_text()
-    assert "| goal | measured | target |" in table and table.count("pass") + table.count("FAIL") == 8
-    assert "Goal 4's ceiling: " in table
+    assert "| goal | measured | target |" in table and table.count("| pass |") + table.count("| FAIL |") == 11
+    assert "Requests per backend call, proxy with batching and logging: " in table
     assert "| goal | measured | target |" in done.stdout
     [database] = re.findall(r"scratch database (bench_[0-9a-f]{12}) created", done.stderr)
     assert not _exists(database)  # Its scratch log database is dropped.
@@ -71,17 +90,20 @@ def test_goals_compare_the_right_figures() -> None:
             "ours_proxy": {"median": 15.5, "p99": 31.0, "n": 1},
             "seed_style": {"median": 24.0, "p99": 40.0, "n": 1},
         },
-        "batch": {"proxy_rows_per_s": 590.0, "in_process_rows_per_s": 1000.0, "constant_rows_per_s": 3000.0},
-        "load": {"on": {"per_second": 90.0, "lost": 0, "duplicated": 1}, "off": {"per_second": 100.0}},
+        "batch": {"proxy_ms": {"median": 115.0}, "direct_ms": {"median": 100.0}},
+        "load": {
+            "on": {"per_second": 90.0, "lost": 0, "duplicated": 1, "ms": {"p99": 50.0}, "clients": 16},
+            "off": {"per_second": 100.0},
+            "bare": {"per_second": 22.0, "ms": {"p99": 49.0}},
+        },
         "wide_body": {"alone_ms": {"median": 10.0}, "during_ms": {"median": 25.0}},
     }
     verdicts = {g.number: (round(g.value, 3), g.passed) for g in goals(results)}
     assert verdicts == {
         "1": (1.2, True), "2a": (1.292, False), "2b": (1.55, False), "3": (2.0, True),
-        "4": (0.59, False), "5a": (1.0, False), "5b": (0.9, True), "6": (2.5, False),
+        "5a": (1.0, False), "5b": (0.9, True), "6": (2.5, False), "7": (4.091, True), "8": (1.02, False),
+        "9": (1.292, False), "10": (1.15, True),
     }  # fmt: skip
-    # 1 ms of the model's own work per row on top of 1/3 ms of MLflow's floor: at most 0.75.
-    assert batch_ceiling(results["batch"]) == pytest.approx(0.75)
 
 
 @pytest.mark.parametrize(
@@ -90,6 +112,8 @@ def test_goals_compare_the_right_figures() -> None:
         (["--rounds", "0"], "--rounds"),
         (["--batch-rows", "5000"], "--batch-rows"),
         (["--cv-folds", "1"], "--cv-folds"),
+        (["--sweep", "1,x"], "--sweep"),
+        (["--sweep", "0"], "--sweep"),
     ],
 )
 def test_bad_options_are_named(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

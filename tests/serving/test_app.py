@@ -152,7 +152,7 @@ def test_a_spool_that_cannot_be_written_answers_503_and_says_so(
     app_runtime: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
     app_runtime.spool.append({"warm": True})  # Opens a segment; then the disk is full.
-    app_runtime.spool._current = Path("/dev/full").open("a", encoding="utf-8")  # noqa: SIM115
+    app_runtime.spool._current = Path("/dev/full").open("ab")  # noqa: SIM115
 
     async def scenario(client: httpx.AsyncClient) -> httpx.Response:
         return await client.post("/invocations", content=GOOD, headers=JSON)

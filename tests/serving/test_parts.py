@@ -108,7 +108,7 @@ def test_drop_policy_drops_a_record_the_disk_refuses_and_says_so(
 ) -> None:
     runtime = make_runtime(tmp_path, spool_full="drop")
     runtime.spool.append({"warm": True})  # Opens a segment; then the disk is full.
-    runtime.spool._current = Path("/dev/full").open("a", encoding="utf-8")  # noqa: SIM115
+    runtime.spool._current = Path("/dev/full").open("ab")  # noqa: SIM115
     runtime.log(
         request_id=str(uuid.uuid4()), client_request_id=None, received_at=datetime.now(UTC), key_id=None,
         endpoint="/invocations", backend=None, status_code=200, total_ms=1.0, call=None,
