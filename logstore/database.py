@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, text
@@ -16,6 +18,14 @@ from logstore.errors import StoreConfigError, StoreUnavailable
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 MIGRATION_LOCK = 0x5E2F_1A6  # PostgreSQL advisory lock key: one migrating process at a time.
+
+
+def json_text(value: Any) -> str:
+    """A JSON column's text: orjson, several times faster than json on the writer's many rows."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:  # What only json writes: an integer past 64 bits.
+        return json.dumps(value)
 
 
 def make_engine(url: str, *, must_exist: bool = False) -> Engine:
@@ -34,7 +44,7 @@ def make_engine(url: str, *, must_exist: bool = False) -> Engine:
                 f"DATABASE_URL: no log store at {url} ({Path(path).resolve()} does not exist); "
                 "set DATABASE_URL or --database-url to the serving proxy's log store"
             )
-        return create_engine(parsed, connect_args={"timeout": 5})
+        return create_engine(parsed, connect_args={"timeout": 5}, json_serializer=json_text)
     options: dict[str, Any] = {}
     # connect_timeout keeps a vanished server from holding the writer for minutes.
     connect: dict[str, Any] = {"connect_timeout": 3}
@@ -44,7 +54,9 @@ def make_engine(url: str, *, must_exist: bool = False) -> Engine:
         # A server gone silent mid-query (a network partition) is given up on after about 30 s.
         connect |= {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
                     "keepalives_count": 3, "tcp_user_timeout": 30_000}  # fmt: skip
-    return create_engine(parsed, pool_pre_ping=True, connect_args=connect, **options)
+    return create_engine(
+        parsed, pool_pre_ping=True, connect_args=connect, json_serializer=json_text, **options
+    )
 
 
 def safe_url(engine: Engine) -> str:

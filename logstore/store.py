@@ -9,10 +9,13 @@ from typing import Any
 
 from sqlalchemy import Engine, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 
+from logstore.bulk import copy_predictions
 from logstore.tables import entities, inference_outcomes, inference_predictions, inference_requests
 
 Row = dict[str, Any]
+COPY_ROWS = 50  # From this many prediction rows on, PostgreSQL gets them by COPY.
 
 
 def _insert(engine: Engine, table: Table) -> postgresql.Insert | sqlite.Insert:
@@ -26,6 +29,14 @@ def write_log(engine: Engine, *, requests: Sequence[Row], predictions: Sequence[
     with engine.begin() as connection:
         if requests:
             connection.execute(_insert(engine, inference_requests).on_conflict_do_nothing(), list(requests))
+        if engine.dialect.name == "postgresql" and len(predictions) >= COPY_ROWS:
+            try:
+                with connection.begin_nested():
+                    copy_predictions(connection, predictions)
+            except IntegrityError:  # Some were stored before (a replayed segment): skip those.
+                pass
+            else:
+                return
         if predictions:
             connection.execute(
                 _insert(engine, inference_predictions).on_conflict_do_nothing(), list(predictions)
