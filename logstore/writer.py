@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -23,7 +21,6 @@ logger = logging.getLogger(__name__)
 CONTENT_ERRORS = (DataError, IntegrityError)
 REJECTED = "rejected.ndjson"  # Records the database refused (bad data, not an outage), kept for a person.
 Exchange = tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]
-WRITER_NICENESS = 10
 RESTART_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)  # Back-off between restarts of a crashed writer loop.
 
 
@@ -79,9 +76,6 @@ class LogWriter:
         # The supervisor: an unexpected error (a full disk, a bug) restarts the loop after a back-off
         # instead of ending the thread, so the spool keeps draining once the cause is gone.
         crashes = 0
-        # Lower priority for this thread alone (Linux): the model server and the request path come first.
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICENESS)
         while not self._stop.is_set():
             try:
                 self.flush()
