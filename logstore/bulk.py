@@ -1,4 +1,4 @@
-"""Many prediction rows into PostgreSQL with COPY: the writer's large batches, at half an INSERT's cost.
+"""Many log rows into PostgreSQL with COPY: the writer's large batches, at half an INSERT's cost.
 
 A batch of INSERTs makes the server parse one statement per row; COPY streams the rows. On the
 machine the benchmark runs on, 1,000 rows with their inputs and contributions take about 60 ms
@@ -12,16 +12,14 @@ from __future__ import annotations
 import io
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
 import psycopg2
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Table
 from sqlalchemy.exc import DBAPIError
 
-from logstore.tables import inference_predictions
-
-COLUMNS = [column.name for column in inference_predictions.columns]
 JSON_COLUMNS = {"input", "contributions", "unseen_categories"}
 # COPY's text format: these characters are written as backslash escapes; NULL is \N.
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -30,6 +28,8 @@ _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 def _field(name: str, value: Any) -> str:
     if value is None:
         return "\\N"
+    if isinstance(value, datetime):
+        return value.isoformat()
     if name in JSON_COLUMNS:
         value = orjson.dumps(value).decode()  # As `database.json_text` writes JSON columns.
     elif isinstance(value, float | int | uuid.UUID):  # repr: every digit; PostgreSQL reads nan and inf.
@@ -37,15 +37,16 @@ def _field(name: str, value: Any) -> str:
     return str(value).translate(_ESCAPES)
 
 
-def copy_text(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The rows in COPY's text format, one line each, in `COLUMNS` order."""
-    return "".join("\t".join(_field(name, row.get(name)) for name in COLUMNS) + "\n" for row in rows)
+def copy_text(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
+    """The rows in COPY's text format, one line each, their fields in `columns` order."""
+    return "".join("\t".join(_field(name, row.get(name)) for name in columns) + "\n" for row in rows)
 
 
-def copy_predictions(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+def copy_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """COPY the rows in the connection's transaction; SQLAlchemy's error classes on failure."""
-    statement = f"COPY {inference_predictions.name} ({', '.join(COLUMNS)}) FROM STDIN"
-    text = copy_text(rows)
+    columns = [column.name for column in table.columns]
+    statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+    text = copy_text(columns, rows)
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.copy_expert(statement, io.StringIO(text))

@@ -11,11 +11,11 @@ from sqlalchemy import Engine, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from logstore.bulk import copy_predictions
+from logstore.bulk import copy_rows
 from logstore.tables import entities, inference_outcomes, inference_predictions, inference_requests
 
 Row = dict[str, Any]
-COPY_ROWS = 50  # From this many prediction rows on, PostgreSQL gets them by COPY.
+COPY_ROWS = 50  # From this many rows of a table on, PostgreSQL gets them by COPY.
 
 
 def _insert(engine: Engine, table: Table) -> postgresql.Insert | sqlite.Insert:
@@ -27,20 +27,17 @@ def _insert(engine: Engine, table: Table) -> postgresql.Insert | sqlite.Insert:
 def write_log(engine: Engine, *, requests: Sequence[Row], predictions: Sequence[Row]) -> None:
     """Insert requests and their predictions in one transaction; rows already stored are skipped."""
     with engine.begin() as connection:
-        if requests:
-            connection.execute(_insert(engine, inference_requests).on_conflict_do_nothing(), list(requests))
-        if engine.dialect.name == "postgresql" and len(predictions) >= COPY_ROWS:
-            try:
-                with connection.begin_nested():
-                    copy_predictions(connection, predictions)
-            except IntegrityError:  # Some were stored before (a replayed segment): skip those.
-                pass
-            else:
-                return
-        if predictions:
-            connection.execute(
-                _insert(engine, inference_predictions).on_conflict_do_nothing(), list(predictions)
-            )
+        for table, rows in ((inference_requests, requests), (inference_predictions, predictions)):
+            if engine.dialect.name == "postgresql" and len(rows) >= COPY_ROWS:
+                try:
+                    with connection.begin_nested():
+                        copy_rows(connection, table, rows)
+                except IntegrityError:  # Some were stored before (a replayed segment): skip those.
+                    pass
+                else:
+                    continue
+            if rows:
+                connection.execute(_insert(engine, table).on_conflict_do_nothing(), list(rows))
 
 
 def _prediction_columns() -> list[Any]:

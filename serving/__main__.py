@@ -96,6 +96,15 @@ async def serve(settings: ServingSettings) -> int:
         logger.info("stopped")
 
 
+def event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop where it is installed (not on Windows): its sockets cost a request less CPU."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Validate the settings, then serve."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -108,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(problems(exc, whole="settings"))
     configure_mlflow()
     try:
-        return asyncio.run(serve(settings))
+        with asyncio.Runner(loop_factory=event_loop) as runner:
+            return runner.run(serve(settings))
     except (ServingError, LogStoreError) as exc:
         return fail(exc.message)
 

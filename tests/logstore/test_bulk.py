@@ -13,7 +13,7 @@ from sqlalchemy.exc import DataError
 from logstore.bulk import copy_text
 from logstore.database import make_engine, migrate
 from logstore.store import COPY_ROWS, write_log
-from logstore.tables import inference_predictions
+from logstore.tables import inference_predictions, inference_requests
 
 TRICKY = ["tab\there", "new\nline", "back\\slash", "cr\r", "\\N", "", "é ü ☃", 'quote "x"']
 
@@ -43,7 +43,7 @@ def _request(request_id: uuid.UUID) -> dict[str, Any]:
 
 def test_copy_text_escapes_what_copy_would_read_otherwise() -> None:
     [row] = _rows(uuid.UUID(int=1), 2)[1:]
-    line = copy_text([row])
+    line = copy_text([column.name for column in inference_predictions.columns], [row])
     assert line.endswith("\n") and line.count("\n") == 1 and line.count("\t") == 9
     fields = line[:-1].split("\t")
     assert fields[0] == "00000000-0000-0000-0000-000000000001" and fields[1] == "1"
@@ -71,6 +71,26 @@ def test_large_batches_are_copied_as_inserted_and_replays_skip_stored_rows(
         ]
     engine.dispose()
     assert stored == rows
+
+
+def test_many_requests_are_copied_with_their_times_and_errors_as_inserted(postgres_url: str) -> None:
+    engine = make_engine(postgres_url)
+    migrate(engine)
+    requests = [
+        {**_request(uuid.uuid4()), "error": TRICKY[n % len(TRICKY)], "client_request_id": uuid.uuid4(),
+         "batch_requests": n % 7 or None, "batch_rows": n, "queue_ms": 0.1 * n}
+        for n in range(COPY_ROWS + 10)
+    ]  # fmt: skip
+    write_log(engine, requests=requests, predictions=[])
+    write_log(engine, requests=requests[:3], predictions=[])  # A replay of some: skipped.
+    with engine.connect() as connection:
+        stored = {
+            row.request_id: dict(row._mapping) for row in connection.execute(select(inference_requests))
+        }
+    engine.dispose()
+    assert len(stored) == len(requests)
+    for request in requests:
+        assert {key: stored[request["request_id"]][key] for key in request} == request
 
 
 def test_content_the_database_refuses_is_a_data_error_as_with_insert(postgres_url: str) -> None:
