@@ -149,6 +149,7 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str) -> dict[str,
         floor_batches = measure.batch_latencies(servers["constant"].url, batch, count=args.batches)
         direct_batches = measure.batch_latencies(direct, batch, count=args.batches)
         proxy_batches = measure.batch_latencies(on.url, batch, count=args.batches)
+        unlogged_batches = measure.batch_latencies(off.url, batch, count=args.batches)
         logging.info("one-row requests while %d wide bodies are refused", args.wide_bodies)
         wide = measure.while_refusing(
             on.url, singles, measure.wide_body(), rounds=min(args.rounds, 200), wides=args.wide_bodies
@@ -185,6 +186,8 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str) -> dict[str,
             "direct_ms": report.summary(direct_batches),
             "proxy_rows_per_s": rows_per_second(proxy_batches),
             "proxy_ms": report.summary(proxy_batches),
+            "unlogged_rows_per_s": rows_per_second(unlogged_batches),
+            "unlogged_ms": report.summary(unlogged_batches),
         },
         "load": loads,
         "sweep": sweep,

@@ -191,6 +191,8 @@ def markdown(results: dict[str, Any], met: list[Goal]) -> str:
         f"| {batch['direct_ms']['median']:.1f} |",
         f"| our proxy, logging on | {batch['proxy_rows_per_s']:,.0f} "
         f"| {batch['proxy_ms']['median']:.1f} |",
+        *([f"| our proxy, logging off | {batch['unlogged_rows_per_s']:,.0f} "
+           f"| {batch['unlogged_ms']['median']:.1f} |"] if "unlogged_ms" in batch else []),
         "",
         f"Load: {settings['clients']} concurrent clients for {settings['load_seconds']:g} s, one row per "
         f"request, {settings['workers']} backend worker(s) everywhere; absolute figures scale with the "

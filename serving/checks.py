@@ -23,11 +23,6 @@ from serving.validation import CSV_TYPE, JSON_TYPE, check_params, check_rows, me
 
 logger = logging.getLogger(__name__)
 INLINE_BYTES = 64 * 1024
-# A body up to this size goes to the backend while the worker checks it, so the check costs no time;
-# a refused one is never answered or logged, and the backend's work on it is no more than a client
-# could cause with a valid body of that size. A larger body is checked first (a 14 MB body of a
-# million columns would keep the backend busy for seconds).
-ALONGSIDE_BYTES = 1024 * 1024
 NUL = "contains a NUL character, which the log store cannot hold; send the value without it"
 
 

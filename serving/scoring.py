@@ -6,7 +6,6 @@ an answer (or whose client hung up) leaves exactly one record in the spool, unde
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -21,8 +20,6 @@ from starlette.requests import ClientDisconnect
 
 from logstore.errors import LogStoreError
 from serving.auth import identify
-from serving.backend import Backend
-from serving.batching import Call
 from serving.errors import BadRequest, ClientClosed, PayloadTooLarge, ServingError, Unavailable, from_store
 from serving.runtime import Runtime
 from serving.upstream import translate
@@ -38,7 +35,6 @@ class Body:
     raw: bytes
     content_type: str
     payload: dict[str, Any] | None = None  # A JSON body's checked, parsed form: the batcher may merge it.
-    checking: asyncio.Future[Any] | None = None  # A check still running; the body is forwarded meanwhile.
 
 
 BodyMaker = Callable[[], Awaitable[Body]]
@@ -91,20 +87,6 @@ def client_request_id(request: Request) -> uuid.UUID | None:
         raise BadRequest("X-Request-ID: must be a UUID") from exc
 
 
-async def forward(runtime: Runtime, body: Body) -> tuple[Call, Backend]:
-    """The backend's answer; a body still being checked is refused as soon as its check fails."""
-    if body.checking is None:
-        return await runtime.forward(body.raw, body.content_type, body.payload)
-    forwarding = asyncio.ensure_future(runtime.forward(body.raw, body.content_type))
-    try:
-        await body.checking
-    except BaseException:
-        forwarding.cancel()  # Its answer, if any, is never given to anyone.
-        await asyncio.gather(forwarding, return_exceptions=True)
-        raise
-    return await forwarding
-
-
 async def score(request: Request, runtime: Runtime, endpoint: str, make_body: BodyMaker) -> Response:
     """Forward one scoring request, spool its log record, and answer, whatever happened."""
     received_at, started = datetime.now(UTC), time.perf_counter()
@@ -117,7 +99,7 @@ async def score(request: Request, runtime: Runtime, endpoint: str, make_body: Bo
         client_id = client_request_id(request)
         key_id = identify(runtime.keys, request.headers.get("x-api-key"))
         body = await make_body()
-        call, backend = await forward(runtime, body)
+        call, backend = await runtime.forward(body.raw, body.content_type, body.payload)
         if call.reply.status_code == 200:
             answer = call.reply.content
         else:

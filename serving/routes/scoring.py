@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -10,7 +9,6 @@ from fastapi import APIRouter, Request, Response
 
 from logstore import store
 from logstore.records import pseudonym
-from serving.checks import ALONGSIDE_BYTES, INLINE_BYTES
 from serving.entities import restore_id
 from serving.errors import BadRequest, NotFound
 from serving.openapi import BY_ID_BODY, INVOCATIONS_BODY, PREDICTIONS, errors
@@ -39,11 +37,8 @@ async def invocations(request: Request) -> Response:
         if backend is None:
             media_type(content_type)
             return Body(raw, content_type)
-        check = runtime.checker.check(raw, content_type, backend.info.inputs, backend.info.params)
-        if INLINE_BYTES < len(raw) <= ALONGSIDE_BYTES:
-            media_type(content_type)  # A 415 is answered before anything is sent.
-            return Body(raw, content_type, checking=asyncio.ensure_future(check))
-        return Body(raw, content_type, await check)
+        payload = await runtime.checker.check(raw, content_type, backend.info.inputs, backend.info.params)
+        return Body(raw, content_type, payload)
 
     return await score(request, runtime, "/invocations", body)
 

@@ -233,25 +233,3 @@ def test_a_model_version_past_the_column_is_a_400_not_a_500(app_runtime: Runtime
 
     answer = drive(app_runtime, scenario)
     assert answer.status_code == 400 and "model_version" in answer.json()["message"], answer.text
-
-
-def test_a_large_body_is_scored_while_it_is_checked_and_refused_without_its_answer(
-    app_runtime: Runtime, fake_backend: FakeBackend
-) -> None:
-    rows = [{**ROW, "employee_id": n} for n in range(2_000)]
-    good = json.dumps({"dataframe_records": rows}).encode()
-    bad_rows = [*rows[:1_500], {**ROW, "employee_id": 1_500, "Age": "41"}, *rows[1_501:]]
-    bad = json.dumps({"dataframe_records": bad_rows}).encode()
-    assert 64 * 1024 < len(bad) < 1024 * 1024  # Checked in the worker, sent to the backend meanwhile.
-
-    async def scenario(client: httpx.AsyncClient) -> list[httpx.Response]:
-        return [await client.post("/invocations", content=body, headers=JSON) for body in (good, bad)]
-
-    accepted, refused = drive(app_runtime, scenario)
-    assert accepted.status_code == 200 and len(accepted.json()["predictions"]) == 2_000
-    assert refused.status_code == 400
-    assert refused.json()["message"] == "row 1500, column 'Age': must be an integer, not a string"
-    # The backend may have scored it meanwhile (unless the check was faster); its answer went nowhere.
-    assert fake_backend.bodies in ([good], [good, bad])
-    logged = logged_request(app_runtime, refused.headers["X-Request-ID"])
-    assert (logged["status_code"], logged["predictions"]) == (400, [])
