@@ -7,8 +7,10 @@ import json
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,10 @@ import joblib
 import numpy as np
 import pandas as pd
 import xgboost as xgb
+
+from logstore.database import make_engine
+from logstore.records import Exchange, spool_record, to_rows
+from logstore.store import write_log
 
 JSON = {"content-type": "application/json"}
 
@@ -241,3 +247,38 @@ def merged_calls(before: dict[str, float], after: dict[str, float]) -> dict[str,
         "mean": requests / calls if calls else 0.0,
         "shares": shares,
     }
+
+
+def log_work_ms(database_url: str, body: bytes, answer: bytes, *, repeats: int) -> list[float]:
+    """Milliseconds the log takes for one exchange, off the request path: parsing it into rows, storing them.
+
+    What the proxy's writer thread and the database do for every answered request, timed in this
+    process against the benchmark's scratch log store (the rows are stored under ids of their own).
+    """
+    engine = make_engine(database_url)
+    times = []
+    try:
+        for _ in range(repeats):
+            exchange = Exchange(
+                request_id=str(uuid.uuid4()), client_request_id=None,
+                received_at=datetime.now(UTC).isoformat(), key_id=None, endpoint="/invocations",
+                model_name="bench-log-work", model_version=1, model_target="@production", status_code=200,
+                total_ms=0.0, upstream_ms=0.0, error=None,
+            )  # fmt: skip
+            record = spool_record(
+                exchange, content_type="application/json", body=body, response=answer, id_column="employee_id"
+            )
+            started = time.perf_counter()
+            request, predictions = to_rows(record, hmac_key=None)
+            write_log(engine, requests=[request], predictions=predictions)
+            times.append((time.perf_counter() - started) * 1000)
+    finally:
+        engine.dispose()
+    return times
+
+
+def answer(url: str, body: bytes) -> bytes:
+    """One answer of a server, as bytes."""
+    reply = httpx.post(f"{url}/invocations", content=body, headers=JSON, timeout=300)
+    _check(reply, url)
+    return reply.content

@@ -75,6 +75,7 @@ def test_a_tiny_quick_run_measures_everything_and_writes_its_results(tmp_path: P
     table = (tmp_path / "RESULTS.md").read_text()
     assert "| goal | measured | target |" in table and table.count("| pass |") + table.count("| FAIL |") == 11
     assert "Requests per backend call, proxy with batching and logging: " in table
+    assert "Logging one such answer" in table and results["batch"]["log_work_ms"]["n"] == 2
     assert "| goal | measured | target |" in done.stdout
     [database] = re.findall(r"scratch database (bench_[0-9a-f]{12}) created", done.stderr)
     assert not _exists(database)  # Its scratch log database is dropped.
