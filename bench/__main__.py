@@ -57,7 +57,7 @@ def _client_counts(text: str) -> tuple[int, ...]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line; `--quick` changes the defaults of the sizes not given."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller run, under 3 minutes")
+    parser.add_argument("--quick", action="store_true", help="smaller run, about 5 minutes on 2 cores")
     parser.add_argument(
         "--rounds", type=_positive(int), help="single-row requests per server (1000; quick 200)"
     )
