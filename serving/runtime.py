@@ -60,11 +60,12 @@ class Runtime:
         self.forwarder = Forwarder(timeout_seconds=settings.backend_timeout_seconds)
         self.supervisor = Supervisor(settings, client=client, forwarder=self.forwarder, metrics=self.metrics)
         self.checker = Checker()
-        batching = settings.batching
-        self.batcher = Batcher(
-            self.forwarder, slots=settings.backend_workers, max_rows=settings.batch_max_rows,
-            max_wait_seconds=settings.batch_max_wait_ms / 1000, events=self.metrics,
-        ) if batching else None  # fmt: skip
+        self.batcher: Batcher | None = None
+        if settings.batching:
+            self.batcher = Batcher(
+                self.forwarder, slots=settings.backend_workers, max_rows=settings.batch_max_rows,
+                max_wait_seconds=settings.batch_max_wait_ms / 1000, events=self.metrics,
+            )  # fmt: skip
         self.dropped_records = 0
         # Reads of the log store get their own threads: a hanging database must not starve the
         # registry follower, which shares asyncio's default executor.
