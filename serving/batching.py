@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 import orjson
@@ -34,7 +35,7 @@ class Rows:
     data: list[list[Any]]
     params: dict[str, Any] | None
 
-    @property
+    @cached_property  # Compared with every waiting request's at each take.
     def key(self) -> tuple[frozenset[str], str]:
         """Bodies with equal keys can share a call: the same columns (in any order), the same params."""
         return frozenset(self.columns), json.dumps(self.params, sort_keys=True)
