@@ -160,14 +160,12 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str) -> dict[str,
         bare = Server("bare", direct, "/ping", [], workdir / "bare.log", {})  # The proxy's own backend.
         under_load = {"bare": bare, "unbatched": servers["proxy_unbatched"], "on": on, "off": off}
         loads = {
-            name: _load(args, server, singles, database_url, clients=args.clients, seconds=args.load_seconds)
+            name: _load(server, singles, database_url, clients=args.clients, seconds=args.load_seconds)
             for name, server in under_load.items()
         }
         sweep = {
             str(clients): {
-                name: _load(
-                    args, under_load[name], singles, database_url, clients=clients, seconds=SWEEP_SECONDS
-                )
+                name: _load(under_load[name], singles, database_url, clients=clients, seconds=SWEEP_SECONDS)
                 for name in ("bare", "unbatched", "on")
             }
             for clients in args.sweep
@@ -212,7 +210,6 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str) -> dict[str,
 
 
 def _load(
-    args: argparse.Namespace,
     server: Server,
     singles: list[bytes],
     database_url: str,
