@@ -15,10 +15,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-import orjson
 import psycopg2
 from sqlalchemy import Connection, Table
 from sqlalchemy.exc import DBAPIError
+
+from logstore.database import json_text
 
 JSON_COLUMNS = {"input", "contributions", "unseen_categories"}
 # COPY's text format: these characters are written as backslash escapes; NULL is \N.
@@ -31,7 +32,7 @@ def _field(name: str, value: Any) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     if name in JSON_COLUMNS:
-        value = orjson.dumps(value).decode()  # As `database.json_text` writes JSON columns.
+        value = json_text(value)  # As the engine writes JSON columns for INSERT.
     elif isinstance(value, float | int | uuid.UUID):  # repr: every digit; PostgreSQL reads nan and inf.
         return repr(value) if isinstance(value, float) else str(value)
     return str(value).translate(_ESCAPES)

@@ -23,7 +23,9 @@ def _rows(request_id: uuid.UUID, count: int) -> list[dict[str, Any]]:
         {
             "request_id": request_id, "row_index": n,
             "entity_id": None if n % 5 == 0 else TRICKY[n % len(TRICKY)],
-            "input": {"Department": TRICKY[(n + 1) % len(TRICKY)], "Age": n, "rate": 0.1 * n, "none": None},
+            # 2**70: a number a `double` column takes that orjson cannot write (json does).
+            "input": {"Department": TRICKY[(n + 1) % len(TRICKY)], "Age": n, "rate": 0.1 * n, "none": None,
+                      "big": 2**70},
             "score": 1 / (n + 3), "prediction": "Yes" if n % 2 else "No", "threshold": 0.3141592653589793,
             "base_value": None if n == 1 else -1.25e-7, "contributions": {"Age": 1e-20 * n, "line\n": -0.5},
             "unseen_categories": [] if n % 3 else ["Department"],
