@@ -59,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller run, about 5 minutes on 2 cores")
     parser.add_argument(
+        "--batch", action="store_true", help="instead: batch scoring on Spark (`python -m bench --batch -h`)"
+    )
+    parser.add_argument(
         "--rounds", type=_positive(int), help="single-row requests per server (1000; quick 200)"
     )
     parser.add_argument("--batches", type=_positive(int), help="large requests per path (20; quick 5)")
@@ -246,6 +249,11 @@ def _load(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; one line and a non-zero status if it could not run."""
+    given = sys.argv[1:] if argv is None else argv
+    if "--batch" in given:  # Batch scoring on Spark: its own sizes, figures and report (bench/BATCH.md).
+        from bench import batch
+
+        return batch.main([part for part in given if part != "--batch"])
     args = parse_args(argv)
     quiet_logging()
     settings = {

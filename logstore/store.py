@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, Table, select
+from sqlalchemy import Engine, Table, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -38,6 +38,15 @@ def write_log(engine: Engine, *, requests: Sequence[Row], predictions: Sequence[
                     continue
             if rows:
                 connection.execute(_insert(engine, table).on_conflict_do_nothing(), list(rows))
+
+
+def forget_request(engine: Engine, *, request_id: uuid.UUID) -> None:
+    """Delete one request and its predictions (a batch that failed half-way); SQLite has no cascade."""
+    with engine.begin() as connection:
+        connection.execute(
+            delete(inference_predictions).where(inference_predictions.c.request_id == request_id)
+        )
+        connection.execute(delete(inference_requests).where(inference_requests.c.request_id == request_id))
 
 
 def _prediction_columns() -> list[Any]:

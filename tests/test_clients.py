@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -84,3 +85,26 @@ def test_the_model_ships_its_code_and_pins_its_requirements(production: str, cli
     assert all("==" in r for r in requirements)
     code = (local / "explainable_model.py").read_text()
     assert "from training" not in code and "import training" not in code
+
+
+def test_mlflow_validates_and_predicts_with_the_output_schema(
+    attrition: TrainingOutcome, tmp_path: Path
+) -> None:
+    """`validate_serving_input` and `mlflow models predict` still work with the declared output schema."""
+    uri = f"models:/attrition/{attrition.version}"
+    example = mlflow.models.Model.load(uri).get_serving_input(mlflow.artifacts.download_artifacts(uri))
+    assert example is not None
+    with pytest.warns(FutureWarning, match="deprecated"):  # Since MLflow 3.13; `models predict` replaces it.
+        validated = mlflow.models.validate_serving_input(uri, example)
+    assert list(validated[0])[:2] == ["employee_id", "score"]  # Records: it scores as the server does.
+    request = tmp_path / "request.json"
+    request.write_text(example)
+    answer = tmp_path / "answer.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "mlflow", "models", "predict", "-m", uri, "-i", str(request),
+         "-t", "json", "-o", str(answer), "--env-manager", "local"],
+        env=subprocess_env(), capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    predictions = json.loads(answer.read_text())["predictions"]
+    assert predictions == validated

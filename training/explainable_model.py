@@ -127,6 +127,9 @@ class ExplainableClassifier(PythonModel):
         pipeline = joblib.load(context.artifacts["pipeline"])
         self._encode = _OneHot(pipeline.named_steps["preprocess"])
         self._booster: xgb.Booster = pipeline.named_steps["model"].get_booster()
+        # The threads of the machine it runs on (OMP_NUM_THREADS, which Spark sets to each task's
+        # cores), not the training machine's `n_jobs`: two Spark tasks must not each run every core.
+        self._booster.set_param({"nthread": -1})
         self._single_thread = self._booster.copy()
         self._single_thread.set_param({"nthread": 1})
         if self._encode.width != self._booster.num_features():

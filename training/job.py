@@ -23,7 +23,7 @@ from mlflow.data.pandas_dataset import from_pandas
 from mlflow.environment_variables import MLFLOW_RUN_ID
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
-from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+from mlflow.types.schema import Array, ColSpec, DataType, Map, ParamSchema, ParamSpec, Schema, TensorSpec
 from pydantic import ValidationError
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
@@ -99,7 +99,22 @@ def _signature(dataset: Dataset, id_type: str, threshold: float) -> ModelSignatu
             ParamSpec("top_k", "long", 0),
         ]
     )
-    return ModelSignature(inputs=Schema(columns), params=params)
+    return ModelSignature(inputs=Schema(columns), outputs=_output_schema(dataset, id_type), params=params)
+
+
+def _output_schema(dataset: Dataset, id_type: str) -> Schema:
+    """What the pyfunc answers per row; `spark_udf` builds its result struct from it."""
+    return Schema(
+        [
+            ColSpec(id_type, dataset.ids.name, required=False),  # Echoed when sent.
+            ColSpec(DataType.double, "score"),
+            ColSpec(DataType.string, "prediction"),
+            ColSpec(DataType.double, "threshold"),
+            ColSpec(DataType.double, "base_value"),
+            ColSpec(Array(DataType.string), "unseen_categories"),
+            ColSpec(Map(DataType.double), "contributions", required=False),  # Absent when explain=false.
+        ]
+    )
 
 
 def _feature_facts(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> dict[str, Any]:

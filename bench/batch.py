@@ -1,0 +1,285 @@
+"""Batch scoring on Spark against one in-process pyfunc: `python -m bench --batch [--rows N]`.
+
+Both sides score the same Parquet file (the attrition data resampled) with the same registered
+version, each in its own process, timed from start to end (model loading and Spark's start-up
+included); the peak memory is that of the process and every child it starts (JVM, Python workers).
+The in-process side calls `predict` on chunks of 10,000 rows; the Spark side is `python -m
+serving.batch`. A second Spark run on more rows shows whether memory grows with the row count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bench.logcheck import quiet_logging
+from registry_scripts.cli import fail
+
+logger = logging.getLogger(__name__)
+DATA = Path(__file__).resolve().parent.parent / "data" / "attrition.csv"
+GROUP_ROWS = 100_000  # Parquet row groups: what Spark splits a file by.
+CHUNK_ROWS = 10_000  # The in-process side's chunks; Spark's Arrow batches are as large by default.
+GOAL_RATIO = 1.2
+GOAL_MEMORY_GROWTH = 1.25  # "Constant": the larger run may take at most a quarter more.
+
+IN_PROCESS = """
+import sys, time, mlflow, pyarrow.parquet as pq
+start = time.perf_counter()
+model = mlflow.pyfunc.load_model(sys.argv[1])
+rows = 0
+for batch in pq.ParquetFile(sys.argv[2]).iter_batches(batch_size=int(sys.argv[3])):
+    rows += len(model.predict(batch.to_pandas()))
+print(rows, time.perf_counter() - start)
+"""
+
+# Where one row's time goes on one core (OMP_NUM_THREADS=1, as Spark runs each task), over the first
+# chunks of the data: the pyfunc's predict, MLflow's conversion of its answer to `spark_udf`'s struct
+# (a Python call per contribution), and the Arrow table Spark receives.
+PER_ROW = """
+import json, sys, time, mlflow, pyarrow as pa, pyarrow.parquet as pq
+from mlflow.pyfunc import _convert_struct_values
+from serving.batch_columns import result_type
+model = mlflow.pyfunc.load_model(sys.argv[1])
+struct = result_type(model.metadata.get_output_schema(), leave_out={"employee_id"})
+spent = {"predict": 0.0, "udf_conversion": 0.0, "arrow": 0.0}
+rows = 0
+for batch in pq.ParquetFile(sys.argv[2]).iter_batches(batch_size=int(sys.argv[3])):
+    if rows >= int(sys.argv[4]):
+        break
+    a = time.perf_counter()
+    answer = model.predict(batch.to_pandas())
+    b = time.perf_counter()
+    converted = _convert_struct_values(answer.drop(columns=["employee_id"]), struct)
+    c = time.perf_counter()
+    pa.Table.from_pandas(converted, preserve_index=False)
+    d = time.perf_counter()
+    rows += len(answer)
+    for key, seconds in zip(spent, (b - a, c - b, d - c)):
+        spent[key] += seconds
+print(json.dumps({key: 1e6 * seconds / rows for key, seconds in spent.items()}))
+"""
+PER_ROW_ROWS = 100_000
+
+
+@dataclass(frozen=True)
+class Side:
+    """One measured run: rows, seconds from start to end, rows/s and peak memory of its processes."""
+
+    name: str
+    rows: int
+    seconds: float
+    rows_per_second: float
+    peak_rss_mib: float
+
+
+def resampled(rows: int, path: Path, *, seed: int = 0) -> Path:
+    """The attrition data resampled to `rows` rows with unique ids, written group by group."""
+    source = pd.read_csv(DATA).drop(columns=["Attrition"])
+    generator = np.random.default_rng(seed)
+    writer = None
+    try:
+        for start in range(0, rows, GROUP_ROWS):
+            count = min(GROUP_ROWS, rows - start)
+            group = source.iloc[generator.integers(0, len(source), count)].reset_index(drop=True)
+            group["employee_id"] = np.arange(start + 1, start + count + 1)
+            table = pa.Table.from_pandas(group, preserve_index=False)
+            writer = writer or pq.ParquetWriter(path, table.schema)
+            writer.write_table(table, row_group_size=GROUP_ROWS)
+    finally:
+        if writer is not None:
+            writer.close()
+    return path
+
+
+def _tree_rss(process: psutil.Process) -> int:
+    total = 0
+    for each in [process, *process.children(recursive=True)]:
+        try:
+            total += each.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
+
+
+def measured(name: str, command: list[str], rows: int) -> Side:
+    """Run a command, sampling the memory of it and its children; its wall time and peak."""
+    start = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        process = psutil.Process(child.pid)
+        while not done.is_set():
+            try:
+                peak = max(peak, _tree_rss(process))
+            except psutil.Error:
+                return
+            done.wait(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, err = child.communicate()
+    seconds = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    if child.returncode != 0:
+        raise RuntimeError(f"{name} failed ({child.returncode}): {err.strip().splitlines()[-1:]}")
+    logger.info("%s: %d rows in %.1f s", name, rows, seconds)
+    return Side(name, rows, seconds, rows / seconds, peak / 2**20)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(prog="python -m bench --batch", description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows both sides score (1,000,000)")
+    parser.add_argument(
+        "--memory-rows", type=int, default=5_000_000, help="rows of the second Spark run (5,000,000; 0: none)"
+    )
+    parser.add_argument("--master", default="local[2]", help="Spark master (local[2])")
+    parser.add_argument("--trials", type=int, default=None, help="search trials for the model (config's)")
+    parser.add_argument(
+        "--output-dir", type=Path, default=Path(__file__).resolve().parent, help="where results go (bench/)"
+    )
+    args = parser.parse_args(argv)
+    if args.rows <= 0 or args.memory_rows < 0:
+        parser.error("--rows must be > 0 and --memory-rows >= 0")
+    return args
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
+    """Train, write the data, measure both sides (and Spark on more rows)."""
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir}/mlflow.db"
+    os.chdir(workdir)  # The model's artifacts go to ./mlruns here.
+    from training.config import load_config
+    from training.job import train
+
+    outcome = train(load_config("attrition"), trials=args.trials)
+    uri = f"models:/attrition/{outcome.version}"
+    data = resampled(args.rows, workdir / "rows.parquet")
+    python = sys.executable
+    in_process = measured(
+        "in-process", [python, "-c", IN_PROCESS, uri, str(data), str(CHUNK_ROWS)], args.rows
+    )
+
+    def spark(rows: int, path: Path, master: str = args.master) -> Side:
+        return measured(
+            f"spark {master}",
+            [python, "-m", "serving.batch", "--model", "attrition", "--version", outcome.version,
+             "--input", str(path), "--output", str(workdir / f"scored-{rows}-{master}"), "--master", master],
+            rows,
+        )  # fmt: skip
+
+    on_spark = spark(args.rows, data)
+    on_one_core = spark(args.rows, data, master="local[1]")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    costs = json.loads(
+        subprocess.run(
+            [python, "-c", PER_ROW, uri, str(data), str(CHUNK_ROWS), str(PER_ROW_ROWS)],
+            env=env, capture_output=True, text=True, check=True,
+        ).stdout.strip().splitlines()[-1]
+    )  # fmt: skip
+    larger = None
+    if args.memory_rows:
+        larger = spark(args.memory_rows, resampled(args.memory_rows, workdir / "more.parquet", seed=1))
+    return {
+        "in_process": asdict(in_process),
+        "spark": asdict(on_spark),
+        "spark_one_core": asdict(on_one_core),
+        "spark_more_rows": asdict(larger) if larger else None,
+        "ratio": on_spark.rows_per_second / in_process.rows_per_second,
+        "scaling": on_spark.rows_per_second / on_one_core.rows_per_second,
+        "per_row_us": costs,
+        "memory_growth": larger.peak_rss_mib / on_spark.peak_rss_mib if larger else None,
+    }
+
+
+def report(results: dict[str, object]) -> str:
+    """The figures as a Markdown table, with the two goals."""
+    sides = [results["in_process"], results["spark_one_core"], results["spark"], results["spark_more_rows"]]
+    lines = [
+        f"# Batch scoring benchmark ({results['finished_at']}, {results['cpus']} CPUs)",
+        "",
+        f"`{results['command']}`",
+        "",
+        "| run | rows | seconds | rows/s | peak memory (MiB) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {s['name']} | {s['rows']:,} | {s['seconds']:.1f} | {s['rows_per_second']:,.0f} "
+        f"| {s['peak_rss_mib']:,.0f} |"
+        for s in sides
+        if isinstance(s, dict)
+    ]
+    ratio = results["ratio"]
+    growth = results["memory_growth"]
+    assert isinstance(ratio, float)
+    lines += [
+        "",
+        f"- Spark / in-process rows/s: **{ratio:.2f}x** (goal >= {GOAL_RATIO}x): "
+        + ("met" if ratio >= GOAL_RATIO else "NOT met"),
+    ]
+    scaling = results["scaling"]
+    costs = results["per_row_us"]
+    assert isinstance(scaling, float) and isinstance(costs, dict)
+    ceiling = 2 * costs["predict"] / sum(costs.values())
+    lines += [
+        f"- Spark on 2 cores / on 1 core: **{scaling:.2f}x**",
+        f"- One row on one core (microseconds): predict {costs['predict']:.1f}, MLflow's conversion of the "
+        f"answer to `spark_udf`'s struct {costs['udf_conversion']:.1f}, Arrow {costs['arrow']:.1f}. "
+        f"Ceiling of `spark_udf` on 2 cores against one process whose predict costs the same: "
+        f"**{ceiling:.2f}x**, before Spark reads, ships and writes a row.",
+    ]
+    if isinstance(growth, float):
+        lines.append(
+            f"- Spark peak memory, more rows / fewer: **{growth:.2f}x** (goal <= {GOAL_MEMORY_GROWTH}x): "
+            + ("met" if growth <= GOAL_MEMORY_GROWTH else "NOT met")
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the batch benchmark; write batch_results.json and BATCH.md."""
+    args = parse_args(argv)
+    quiet_logging()
+    here = Path.cwd()
+    with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
+        try:
+            figures = run(args, Path(tmp))
+        except RuntimeError as exc:
+            return fail(str(exc))
+        finally:
+            os.chdir(here)
+    results: dict[str, object] = {
+        "command": " ".join(["python", "-m", "bench", "--batch", *(sys.argv[1:] if argv is None else argv)]),
+        "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpus": os.cpu_count(),
+        **figures,
+    }
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / "batch_results.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = report(results)
+    (args.output_dir / "BATCH.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""The Spark side of a batch job: session, read, score with `spark_udf`, write, move into place."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from py4j.protocol import Py4JError
+from pyspark.errors import PySparkException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as sf
+from sqlalchemy import Engine
+
+from logstore.database import make_engine, migrate
+from logstore.errors import LogStoreError
+from logstore.settings import LogStoreSettings
+from serving.batch_columns import ColumnMismatch, Plan, plan, result_type
+from serving.batch_log import append_batch, batch_request
+from serving.batch_plan import BatchFailed, Job, input_digest, mlflow_run, spark_message
+
+SCORED = "_scored"
+TASKS_PER_CORE = 4
+SPARK_ERRORS = (PySparkException, Py4JError)
+
+
+def session(job: Job) -> tuple[SparkSession, bool]:
+    """A Spark session on the job's master (or the one this process already has); whether it is ours."""
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active, False
+    # Workers run this interpreter unless told otherwise: the model's requirements are installed here.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    spark = (
+        SparkSession.builder.master(job.master)
+        .appName(f"batch-{job.model}-v{job.version}")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.showConsoleProgress", "true")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark, True
+
+
+def read(spark: SparkSession, job: Job) -> DataFrame:
+    """The input as Spark sees it: Parquet with its own types, CSV as text (converted by the plan)."""
+    try:
+        if job.input_format == "csv":
+            return spark.read.option("header", True).option("mode", "FAILFAST").csv(job.input)
+        return spark.read.parquet(job.input)
+    except SPARK_ERRORS as exc:
+        raise BatchFailed(f"--input: cannot read {job.input}: {spark_message(exc)[0]}") from None
+
+
+def literal(path: str) -> str:
+    """A path that Hadoop reads as written, not as a glob (`scored-local[2]`)."""
+    return re.sub(r"([\\\[\]{}*?])", r"\\\1", path)
+
+
+def _fs(spark: SparkSession, path: str) -> tuple[Any, Any]:
+    """Hadoop's file system and path for any location Spark writes (local, HDFS, S3...)."""
+    jvm = spark._jvm  # Spark's own way to Hadoop's FileSystem.
+    assert jvm is not None
+    where = jvm.org.apache.hadoop.fs.Path(path)
+    return where.getFileSystem(spark._jsc.hadoopConfiguration()), where
+
+
+def exists(spark: SparkSession, path: str) -> bool:
+    """Whether anything is at `path`."""
+    fs, where = _fs(spark, path)
+    return bool(fs.exists(where))
+
+
+def remove(spark: SparkSession, path: str) -> None:
+    """Delete `path` and what it holds, if there."""
+    fs, where = _fs(spark, path)
+    fs.delete(where, True)
+
+
+def move_into_place(spark: SparkSession, staging: str, output: str, *, overwrite: bool) -> None:
+    """Rename the finished output to its name; an older one (with `--overwrite`) goes only after."""
+    fs, destination = _fs(spark, output)
+    _, source = _fs(spark, staging)
+    replaced = None
+    if fs.exists(destination):
+        if not overwrite:
+            raise BatchFailed(f"--output: {output} appeared while scoring; the result is not moved there")
+        _, replaced = _fs(spark, f"{output}.replaced-{uuid.uuid4().hex[:8]}")
+        fs.rename(destination, replaced)
+    if not fs.rename(source, destination):
+        if replaced is not None:
+            fs.rename(replaced, destination)
+        raise BatchFailed(f"--output: cannot move the result into {output}", status=1)
+    if replaced is not None:
+        fs.delete(replaced, True)
+
+
+def open_log(url: str) -> Engine:
+    """The prediction log, migrated; `BatchFailed` before any scoring if it cannot be reached."""
+    try:
+        engine = make_engine(url)
+        migrate(engine)
+    except LogStoreError as exc:
+        raise BatchFailed(f"--log-store: {exc}") from None
+    return engine
+
+
+def scored_frame(
+    spark: SparkSession, job: Job, signature: ModelSignature, source: DataFrame
+) -> tuple[Plan, DataFrame]:
+    """The id, the model's inputs and the UDF's struct per row (lazy: nothing runs yet)."""
+    assert signature.inputs is not None and signature.outputs is not None
+    try:
+        columns = plan(source.schema, signature.inputs)
+    except ColumnMismatch as exc:
+        raise BatchFailed(f"--input: {exc}") from None
+    leave_out = {columns.id_column} | (set() if job.params.get("explain", True) else {"contributions"})
+    try:
+        udf = mlflow.pyfunc.spark_udf(
+            spark,
+            job.uri,
+            result_type=result_type(signature.outputs, leave_out=leave_out),
+            params=job.params,
+            env_manager=job.env_manager,
+        )
+    except MlflowException as exc:
+        raise BatchFailed(f"--model: {job.uri}: {exc.message}") from None
+    inputs = source.select(columns.identifier, *columns.features)
+    # A file of few row groups reads as few tasks (some of them empty) and leaves cores idle; spreading
+    # its rows costs a shuffle, which is small beside TreeSHAP's millisecond per row.
+    tasks = TASKS_PER_CORE * spark.sparkContext.defaultParallelism
+    if inputs.rdd.getNumPartitions() < tasks:
+        inputs = inputs.repartition(tasks)
+    names = [name for name in inputs.columns if name != columns.id_column]
+    return columns, inputs.withColumn(SCORED, udf(sf.struct(*[sf.col(f"`{n}`") for n in names])))
+
+
+def _log_rows(scored: DataFrame, plan_: Plan) -> Iterator[dict[str, Any]]:
+    names = [c for c in scored.columns if c != SCORED]
+    flat = scored.select(*[sf.col(f"`{n}`") for n in names], f"{SCORED}.*")
+    for row in flat.toLocalIterator(prefetchPartitions=True):
+        yield row.asDict(recursive=True)
+
+
+def run(job: Job, signature: ModelSignature, *, say: Callable[[str], None]) -> int:
+    """Score `job.input` into `job.output`; 0, or `BatchFailed` naming what stopped it."""
+    engine = open_log(job.log_store) if job.log_store else None
+    spark, ours = session(job)
+    staging = f"{job.output}.incomplete-{uuid.uuid4().hex[:8]}"
+    try:
+        if not job.overwrite and exists(spark, job.output):
+            raise BatchFailed(f"--output: {job.output} already exists; remove it or pass --overwrite")
+        source = read(spark, job)
+        columns, scored = scored_frame(spark, job, signature, source)
+        started = datetime.now(UTC)
+        output = scored.select(
+            sf.col(f"`{columns.id_column}`"),
+            f"{SCORED}.*",
+            sf.lit(job.model).alias("model_name"),
+            sf.lit(job.version).alias("model_version"),
+            sf.lit(started).alias("scored_at"),
+        )
+        say(
+            f"scoring {job.input} with {job.uri} ({job.model}{job.target}) on {spark.sparkContext.master}"
+            + (f"; not sent to the model: {columns.left_aside}" if columns.left_aside else "")
+        )
+        with mlflow_run(job) as run_id:
+            clock = time.perf_counter()
+            if engine is not None:
+                scored = scored.persist()  # Scored once: for the output, then for the log.
+            try:
+                output.write.parquet(staging)
+                rows = spark.read.parquet(literal(staging)).count()
+                seconds = time.perf_counter() - clock
+                logged = None
+                if engine is not None:
+                    logged = _append(
+                        engine, job, columns, scored, started=started, seconds=seconds, rows=rows, say=say
+                    )
+                move_into_place(spark, staging, job.output, overwrite=job.overwrite)
+            except SPARK_ERRORS as exc:
+                message, status = spark_message(exc)
+                raise BatchFailed(message, status) from None
+            finally:
+                if engine is not None:
+                    scored.unpersist()
+                remove(spark, staging)
+            _record(job, spark, rows=rows, seconds=seconds, logged=logged)
+        say(
+            f"{rows} rows in {seconds:.1f} s ({rows / max(seconds, 1e-9):,.0f} rows/s) -> {job.output}; "
+            f"MLflow run {run_id}" + (f"; logged as request {logged}" if logged else "")
+        )
+        return 0
+    finally:
+        if ours:
+            spark.stop()
+
+
+def _append(
+    engine: Engine,
+    job: Job,
+    columns: Plan,
+    scored: DataFrame,
+    *,
+    started: datetime,
+    seconds: float,
+    rows: int,
+    say: Callable[[str], None],
+) -> uuid.UUID:
+    request_id = uuid.uuid4()
+    request = batch_request(
+        request_id,
+        started=started,
+        model_name=job.model,
+        model_version=job.version,
+        target=f"models:/{job.model}{job.target}",
+        seconds=seconds,
+        rows=rows,
+    )
+    shown = [0]
+
+    def progress(done: int) -> None:
+        if done - shown[0] >= rows / 10 or done == rows:  # About ten lines, whatever the size.
+            shown[0] = done
+            say(f"log: {done}/{rows} rows")
+
+    try:
+        append_batch(
+            engine,
+            _log_rows(scored, columns),
+            request=request,
+            id_column=columns.id_column,
+            inputs=[c for c in scored.columns if c not in (SCORED, columns.id_column)],
+            hmac_key=LogStoreSettings().hmac_key,
+            progress=progress,
+        )
+    except LogStoreError as exc:
+        raise BatchFailed(f"--log-store: {exc}; nothing of this batch is in the log", status=1) from None
+    return request_id
+
+
+def _record(job: Job, spark: SparkSession, *, rows: int, seconds: float, logged: uuid.UUID | None) -> None:
+    size, digest = input_digest(job.input)
+    mlflow.log_params(
+        {
+            "model_name": job.model,
+            "model_version": job.version,
+            "model_uri": job.uri,
+            "model_target": job.target,
+            "input": job.input,
+            "input_format": job.input_format,
+            "output": job.output,
+            "spark_master": spark.sparkContext.master,
+            "env_manager": job.env_manager,
+            **{f"param_{key}": value for key, value in job.params.items()},
+        }
+    )
+    if digest is not None:
+        mlflow.set_tag("input_sha256", digest)
+    if size is not None:
+        mlflow.log_metric("input_bytes", size)
+    if logged is not None:
+        mlflow.set_tag("log_request_id", str(logged))
+    mlflow.log_metrics({"rows": rows, "seconds": seconds, "rows_per_second": rows / max(seconds, 1e-9)})

@@ -1,0 +1,264 @@
+"""Batch scoring on Spark: `spark_udf` with its defaults and `python -m serving.batch` agree with predict."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.pyfunc import PyFuncModel
+from mlflow.tracking import MlflowClient
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as sf
+from sqlalchemy import create_engine, text
+
+from serving.batch import main
+from tests.conftest import REPO, subprocess_env
+from training.job import TrainingOutcome
+
+TOLERANCE = 1e-9
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[SparkSession]:
+    """One local Spark on two cores for the module; the command run in-process uses it too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYSPARK_PYTHON", sys.executable)  # Workers need this virtualenv's packages.
+        session = (
+            SparkSession.builder.master("local[2]")
+            .config("spark.ui.enabled", "false")
+            .config("spark.sql.session.timeZone", "UTC")
+            .getOrCreate()
+        )
+        session.sparkContext.setLogLevel("ERROR")
+        yield session
+        session.stop()
+
+
+def assert_same(got: pd.DataFrame, expected: pd.DataFrame, id_column: str) -> None:
+    """Score, decision, unseen flags and contributions of every row agree (1e-9), matched by id."""
+    got = got.sort_values(id_column).reset_index(drop=True)
+    expected = expected.sort_values(id_column).reset_index(drop=True)
+    assert len(got) == len(expected)
+    assert (got[id_column].to_numpy() == expected[id_column].to_numpy()).all()
+    np.testing.assert_allclose(got["score"], expected["score"], rtol=0, atol=TOLERANCE)
+    assert (got["prediction"].to_numpy() == expected["prediction"].to_numpy()).all()
+    assert [list(u) for u in got["unseen_categories"]] == [list(u) for u in expected["unseen_categories"]]
+    for pairs, theirs in zip(got["contributions"], expected["contributions"], strict=True):
+        mine = dict(pairs)
+        assert mine.keys() == theirs.keys()
+        assert max(abs(mine[k] - theirs[k]) for k in theirs) <= TOLERANCE
+
+
+def in_process(model: PyFuncModel, csv: Path) -> pd.DataFrame:
+    """What the model loaded here answers for the whole CSV."""
+    return model.predict(pd.read_csv(csv))
+
+
+def test_the_signature_declares_what_the_model_answers(attrition_model: PyFuncModel) -> None:
+    outputs = attrition_model.metadata.get_output_schema()
+    assert outputs is not None
+    assert [(spec.name, spec.required) for spec in outputs.inputs] == [
+        ("employee_id", False),
+        ("score", True),
+        ("prediction", True),
+        ("threshold", True),
+        ("base_value", True),
+        ("unseen_categories", True),
+        ("contributions", False),
+    ]
+    answer = attrition_model.predict(pd.read_csv(REPO / "data" / "attrition.csv", nrows=3))
+    assert isinstance(answer, pd.DataFrame) and list(answer.columns) == outputs.input_names()
+
+
+@pytest.mark.parametrize(("name", "id_column"), [("attrition", "employee_id"), ("credit", "client_id")])
+def test_spark_udf_with_its_defaults_agrees_with_in_process(
+    spark: SparkSession,
+    request: pytest.FixtureRequest,
+    name: str,
+    id_column: str,
+) -> None:
+    outcome: TrainingOutcome = request.getfixturevalue(name)
+    model: PyFuncModel = request.getfixturevalue(f"{name}_model")
+    csv = REPO / "data" / f"{name}.csv"
+    udf = mlflow.pyfunc.spark_udf(spark, f"models:/{name}/{outcome.version}")
+    frame = spark.read.csv(str(csv), header=True, inferSchema=True)
+    scored = frame.select(udf(sf.struct(*frame.columns)).alias("scored")).select("scored.*").toPandas()
+    assert_same(scored, in_process(model, csv), id_column)
+
+
+def test_the_command_scores_a_csv_with_missing_values_like_in_process(
+    credit: TrainingOutcome, credit_model: PyFuncModel, client: MlflowClient, tmp_path: Path
+) -> None:
+    output = tmp_path / "scored"
+    csv = REPO / "data" / "credit.csv"
+    assert pd.read_csv(csv).isna().any().any()  # The case this test is for.
+    done = subprocess.run(
+        [sys.executable, "-m", "serving.batch", "--model", "credit", "--version", credit.version,
+         "--input", str(csv), "--output", str(output), "--master", "local[2]"],
+        env=subprocess_env(), capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    written = pd.read_parquet(output)
+    assert list(written.columns) == [
+        "client_id", "score", "prediction", "threshold", "base_value", "unseen_categories",
+        "contributions", "model_name", "model_version", "scored_at",
+    ]  # fmt: skip
+    assert set(written["model_name"]) == {"credit"} and set(written["model_version"]) == {int(credit.version)}
+    assert_same(written, in_process(credit_model, csv), "client_id")
+    assert not list(tmp_path.glob("scored.*")), "the staging folder is left behind"
+    experiment = client.get_experiment_by_name("batch-scoring")
+    assert experiment is not None
+    run = client.search_runs(
+        [experiment.experiment_id],
+        f"params.model_name = 'credit' and params.output = '{output}'",
+    )[0]
+    assert run.data.metrics["rows"] == len(written) and run.data.metrics["rows_per_second"] > 0
+    assert run.data.params["spark_master"] == "local[2]"
+    assert run.data.params["model_version"] == credit.version
+    assert len(run.data.tags["input_sha256"]) == 64
+    assert "rows in" in done.stderr and "not sent to the model: ['Status']" in done.stderr
+
+
+def test_the_command_reads_a_parquet_folder_and_keeps_params(
+    spark: SparkSession, attrition: TrainingOutcome, attrition_model: PyFuncModel, tmp_path: Path
+) -> None:
+    data = pd.read_csv(REPO / "data" / "attrition.csv")
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for i, start in enumerate(range(0, len(data), 500)):
+        data.iloc[start : start + 500].to_parquet(folder / f"part-{i}.parquet")
+    output = tmp_path / "scored"
+    params = '{"top_k": 3, "threshold": 0.5}'
+    assert main(["--model", "attrition", "--version", attrition.version, "--input", str(folder),
+                 "--output", str(output), "--params", params]) == 0  # fmt: skip
+    written = pd.read_parquet(output)
+    expected = attrition_model.predict(data, params={"top_k": 3, "threshold": 0.5})
+    assert_same(written, expected, "employee_id")
+    assert (written["threshold"] == 0.5).all() and all(len(c) == 3 for c in written["contributions"])
+    assert main(["--model", "attrition", "--version", attrition.version, "--input", str(folder),
+                 "--output", str(output), "--params", '{"explain": false}']) == 2  # fmt: skip
+    assert main(["--model", "attrition", "--version", attrition.version, "--input", str(folder),
+                 "--output", str(output), "--params", '{"explain": false}', "--overwrite"]) == 0  # fmt: skip
+    assert "contributions" not in pd.read_parquet(output).columns
+
+
+def _bad(tmp_path: Path, data: pd.DataFrame, suffix: str = ".csv") -> Path:
+    path = tmp_path / f"bad{suffix}"
+    data.to_csv(path, index=False) if suffix == ".csv" else data.to_parquet(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "suffix", "message"),
+    [
+        (lambda d: d.drop(columns=["Age", "OverTime"]), ".csv",
+         "--input: missing column(s) ['Age', 'OverTime']"),
+        (lambda d: d.assign(Age=d["Age"].astype(str).where(d.index != 7, "forty")), ".csv",
+         "--input: column 'Age': value 'forty' is not a bigint"),
+        (lambda d: d.assign(OverTime=(d["OverTime"] == "Yes")), ".parquet",
+         "--input: column 'OverTime' is boolean, the model needs string"),
+        (lambda d: d.assign(Age=d["Age"] + 0.5), ".parquet",
+         "--input: column 'Age' is double, the model needs whole numbers (bigint)"),
+        (lambda d: d.drop(columns=["employee_id"]), ".parquet", "--input: missing column(s) ['employee_id']"),
+    ],
+)  # fmt: skip
+def test_bad_input_stops_with_one_line_and_leaves_nothing(
+    spark: SparkSession,
+    attrition: TrainingOutcome,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    *,
+    change: object,
+    suffix: str,
+    message: str,
+) -> None:
+    assert callable(change)
+    source = _bad(tmp_path, change(pd.read_csv(REPO / "data" / "attrition.csv")), suffix)
+    output = tmp_path / "scored"
+    code = main(["--model", "attrition", "--version", attrition.version, "--input", str(source),
+                 "--output", str(output)])  # fmt: skip
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert (code, error) == (2, f"error: {message}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [source.name]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--version", "999"], "error: --version: "),
+        (["--alias", "nobody-has-this"], "error: --alias: "),
+        (["--params", '{"top_k": -1}'], "error: --params.top_k: Input should be greater than or equal to 0"),
+        (["--params", '{"depth": 3}'], "error: --params.depth: Extra inputs are not permitted"),
+        (["--params", "[1]"], "error: --params: must be a JSON object, got list"),
+        (["--input", "nowhere.csv"], "error: --input: nowhere.csv does not exist"),
+        (["--input", "{mixed}"], "error: --input: cannot tell the format of"),
+        (["--output", "{data}"], "already exists; remove it or pass --overwrite"),
+    ],
+)
+def test_bad_options_stop_before_spark_starts(
+    attrition: TrainingOutcome, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    arguments: list[str], message: str,
+) -> None:  # fmt: skip
+    given = {"--version": attrition.version, "--input": str(REPO / "data" / "attrition.csv"),
+             "--output": str(tmp_path / "out")}  # fmt: skip
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "a.csv").write_text("x\n1\n")
+    (mixed / "b.parquet").write_bytes(b"")
+    arguments = [a.replace("{data}", str(REPO / "data")).replace("{mixed}", str(mixed)) for a in arguments]
+    if arguments[0] in ("--alias", "--stage"):
+        given.pop("--version")
+    given.update(dict(zip(arguments[::2], arguments[1::2], strict=True)))
+    argv = ["--model", "attrition", *[part for pair in given.items() for part in pair]]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unreadable_file_is_named(
+    spark: SparkSession, attrition: TrainingOutcome, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"this is not parquet")
+    assert main(["--model", "attrition", "--version", attrition.version, "--input", str(broken),
+                 "--output", str(tmp_path / "out")]) == 2  # fmt: skip
+    assert capsys.readouterr().err.startswith(f"error: --input: cannot read {broken}: ")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_log_store_gets_every_row_under_one_batch_request(
+    spark: SparkSession,
+    attrition: TrainingOutcome,
+    postgres_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    output = tmp_path / "scored"
+    assert main(["--model", "attrition", "--version", attrition.version, "--input",
+                 str(REPO / "data" / "attrition.csv"), "--output", str(output), "--log-store", postgres_url,
+                 "--params", '{"top_k": 2}']) == 0  # fmt: skip
+    written = pd.read_parquet(output).set_index("employee_id")
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as connection:
+            columns = "endpoint, model_name, model_version, n_rows, status_code"
+            found = connection.execute(text(f"SELECT {columns} FROM inference_requests"))
+            requests = [tuple(row) for row in found]
+            query = "SELECT row_index, entity_id, input, score, contributions FROM inference_predictions"
+            logged = pd.DataFrame(connection.execute(text(query)).mappings().all())
+    finally:
+        engine.dispose()
+    assert requests == [("batch", "attrition", int(attrition.version), 1470, 200)]
+    assert sorted(logged["row_index"]) == list(range(1470))
+    logged = logged.set_index(logged["entity_id"].astype(int)).sort_index()
+    np.testing.assert_allclose(logged["score"], written.sort_index()["score"], rtol=0, atol=TOLERANCE)
+    assert all(len(c) == 2 for c in logged["contributions"])
+    first = logged["input"].iloc[0]
+    assert first["employee_id"] == 1 and "Age" in first and "Attrition" not in first
+    assert "log: 1470/1470 rows" in capsys.readouterr().err
