@@ -147,6 +147,13 @@ def pseudonym(entity_id: str, key: bytes) -> str:
     return hmac.new(key, entity_id.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
+def logged_id(entity: Any, hmac_key: bytes | None) -> str | None:
+    """An entity id as the log stores it: as text, or its pseudonym when a key is set."""
+    if entity is None:
+        return None
+    return str(entity) if hmac_key is None else pseudonym(str(entity), hmac_key)
+
+
 def to_rows(record: Mapping[str, Any], *, hmac_key: bytes | None) -> tuple[Row, list[Row]]:
     """The `inference_requests` row and `inference_predictions` rows of one spooled exchange."""
     meta = record["request"]
@@ -179,11 +186,9 @@ def to_rows(record: Mapping[str, Any], *, hmac_key: bytes | None) -> tuple[Row, 
         entity = output.get(id_column) if id_column else None
         if entity is None and row is not None and id_column:
             entity = row.get(id_column)
-        entity_id = None if entity is None else str(entity)
-        if entity_id is not None and hmac_key is not None:
-            entity_id = pseudonym(entity_id, hmac_key)
-            if row is not None and id_column in row:
-                row[id_column] = entity_id
+        entity_id = logged_id(entity, hmac_key)
+        if entity_id is not None and hmac_key is not None and row is not None and id_column in row:
+            row[id_column] = entity_id
         predictions.append(
             {
                 "request_id": request_id,

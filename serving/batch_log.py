@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from logstore.database import first_line, safe_url
 from logstore.errors import StoreUnavailable
-from logstore.records import pseudonym
+from logstore.records import logged_id
 from logstore.store import forget_request, write_log
 
 CHUNK_ROWS = 5_000
@@ -36,9 +36,7 @@ def prediction_row(
 ) -> dict[str, Any]:
     """The `inference_predictions` row of one scored row (its input as sent, id pseudonymised if keyed)."""
     entity = scored[id_column]
-    entity_id = None if entity is None else str(entity)
-    if entity_id is not None and hmac_key is not None:
-        entity_id = pseudonym(entity_id, hmac_key)
+    entity_id = logged_id(entity, hmac_key)
     sent = {name: scored[name] for name in inputs}
     sent[id_column] = entity_id if hmac_key is not None else entity
     return {
