@@ -69,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         f"run {outcome.run_id}: registered {outcome.model_name} version {outcome.version} "
         f"(holdout ROC AUC {outcome.metrics['holdout_roc_auc']:.4f}, threshold {outcome.threshold:.4f})"
     )
+    if not outcome.baseline.beaten:
+        print(
+            f"warning: {outcome.baseline.describe()}; the version is tagged beats_baseline=false and the "
+            "beats-baseline gate refuses it for Production (--force overrides, recorded)"
+        )
+        return 0
     print(
         f"next: python -m registry_scripts promote --model {outcome.model_name} "
         f"--version {outcome.version} --to production"

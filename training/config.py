@@ -48,6 +48,8 @@ class SearchConfig(_Strict):
     cv_folds: int = Field(default=5, ge=2, le=20)
     holdout_fraction: float = Field(default=0.2, gt=0.0, lt=0.5)
     seed: int = 42
+    # A version whose CV ROC AUC is below the logistic baseline's by more than this is flagged.
+    baseline_tolerance: float = Field(default=0.01, ge=0.0, le=0.5)
 
 
 class UseCaseConfig(_Strict):

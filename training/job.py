@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import tempfile
 import warnings
@@ -42,6 +43,7 @@ MODEL_CODE = Path(__file__).with_name("explainable_model.py")
 MODEL_REQUIREMENTS = ("mlflow", "xgboost", "shap", "scikit-learn", "pandas", "numpy", "joblib")
 REFERENCE_ROWS = 1000
 # Key metrics copied onto the model version, where the registry UI and the gates read them.
+DEFAULT_EXPERIMENT_ID = "0"  # Where `mlflow run` puts a run when not told an experiment.
 VERSION_TAG_METRICS = (
     "holdout_roc_auc",
     "holdout_pr_auc",
@@ -71,6 +73,29 @@ class TrainingOutcome:
     version: str
     threshold: float
     metrics: dict[str, float]
+    baseline: BaselineVerdict
+
+
+@dataclass(frozen=True)
+class BaselineVerdict:
+    """Whether the model's CV ROC AUC holds up against its logistic baseline's, within the tolerance."""
+
+    cv_roc_auc: float
+    baseline_cv_roc_auc: float
+    tolerance: float
+
+    @property
+    def beaten(self) -> bool:
+        """Not below the baseline by more than the tolerance."""
+        return self.cv_roc_auc >= self.baseline_cv_roc_auc - self.tolerance
+
+    def describe(self) -> str:
+        """One line with both figures."""
+        relation = "holds up against" if self.beaten else "is worse than"
+        return (
+            f"CV ROC AUC {self.cv_roc_auc:.4f} {relation} the logistic baseline's "
+            f"{self.baseline_cv_roc_auc:.4f} (tolerance {self.tolerance})"
+        )
 
 
 def git_commit() -> str:
@@ -381,10 +406,19 @@ def _package(
 
 
 def _register(
-    config: UseCaseConfig, dataset: Dataset, version: str, metrics: dict[str, float], commit: str
+    config: UseCaseConfig,
+    dataset: Dataset,
+    version: str,
+    *,
+    metrics: dict[str, float],
+    commit: str,
+    baseline: BaselineVerdict,
 ) -> None:
-    """The version's tags (key metrics, threshold, data, commit) and descriptions in the registry."""
+    """The version's tags (key metrics, threshold, data, commit, baseline) and descriptions."""
     client = MlflowClient()
+    client.set_model_version_tag(config.model_name, version, "beats_baseline", str(baseline.beaten).lower())
+    client.set_model_version_tag(config.model_name, version, "baseline_tolerance", str(baseline.tolerance))
+    client.set_model_version_tag(config.model_name, version, "baseline_comparison", baseline.describe())
     for key in VERSION_TAG_METRICS:
         client.set_model_version_tag(config.model_name, version, key, f"{metrics[key]:.6f}")
     client.set_model_version_tag(config.model_name, version, "threshold", f"{metrics['threshold']:.6f}")
@@ -400,6 +434,39 @@ def _register(
     )
     if config.description:
         client.update_registered_model(config.model_name, description=config.description.strip())
+
+
+@contextmanager
+def _training_run(config: UseCaseConfig) -> Iterator[mlflow.ActiveRun]:
+    """The run, in the model's experiment; `mlflow run` without `--experiment-name` made one in Default."""
+    launched = MLFLOW_RUN_ID.get()
+    if launched:
+        outer = MlflowClient().get_run(launched)
+        if outer.info.experiment_id != DEFAULT_EXPERIMENT_ID:  # The experiment the user chose.
+            with mlflow.start_run(run_id=launched, run_name=f"train-{config.model_name}") as run:
+                yield run
+            return
+    mlflow.set_experiment(config.experiment_name)
+    with _without_launched_run(), mlflow.start_run(run_name=f"train-{config.model_name}") as run:
+        if launched:
+            MlflowClient().set_tag(
+                launched,
+                "mlflow.note.content",
+                f"Training logged to experiment {config.experiment_name!r}, run {run.info.run_id}.",
+            )
+            mlflow.set_tag("launched_by_run", launched)
+        yield run
+
+
+@contextmanager
+def _without_launched_run() -> Iterator[None]:
+    """Hide MLFLOW_RUN_ID so that `start_run` makes a new run instead of resuming the launched one."""
+    launched = os.environ.pop(MLFLOW_RUN_ID.name, None)
+    try:
+        yield
+    finally:
+        if launched is not None:
+            os.environ[MLFLOW_RUN_ID.name] = launched
 
 
 def train(
@@ -418,9 +485,7 @@ def train(
         len(dataset.schema), 100 * dataset.target.mean(), dataset.positive_label,
     )  # fmt: skip
     split = _split(dataset, search)
-    if not MLFLOW_RUN_ID.get():  # `mlflow run` already made the run, in the experiment it was told.
-        mlflow.set_experiment(config.experiment_name)
-    with mlflow.start_run(run_name=f"train-{config.model_name}") as run:
+    with _training_run(config) as run:
         commit = _log_inputs(config, dataset, split, search)
         searched = _search_and_threshold(config, dataset, split, search, folds(search.cv_folds, search.seed))
         evaluated = _evaluate(config, dataset, split, search, searched)
@@ -440,7 +505,13 @@ def train(
             version = _package(
                 work, config, dataset, split, evaluated=evaluated, explained=explained, decision=decision
             )
-        _register(config, dataset, version, evaluated.metrics, commit)
+        metrics = evaluated.metrics
+        baseline = BaselineVerdict(
+            metrics["cv_roc_auc"], metrics["baseline_cv_roc_auc"], search.baseline_tolerance
+        )
+        if not baseline.beaten:
+            log.warning("%s: %s", config.model_name, baseline.describe())
+        _register(config, dataset, version, metrics=metrics, commit=commit, baseline=baseline)
         return TrainingOutcome(
-            run.info.run_id, config.model_name, version, searched.threshold, evaluated.metrics
+            run.info.run_id, config.model_name, version, searched.threshold, metrics, baseline
         )

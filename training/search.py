@@ -46,10 +46,25 @@ def baseline_pipeline(numeric: list[str], categorical: list[str]) -> Pipeline:
     return Pipeline([("preprocess", linear_preprocessor(numeric, categorical)), ("model", model)])
 
 
+# Tried first: stumps, an additive model. On both datasets it beats the logistic baseline in CV
+# (attrition 0.842 vs 0.825, credit 0.841 vs 0.829), which depth 2 to 6 with 400 trees at most
+# did not reach in 30 trials; the search goes on from there.
+FIRST_TRIAL: dict[str, Any] = {
+    "n_estimators": 300,
+    "max_depth": 1,
+    "learning_rate": 0.1,
+    "subsample": 0.8,
+    "colsample_bytree": 0.5,
+    "min_child_weight": 1.0,
+    "reg_lambda": 1.0,
+    "scale_pos_weight": 1.0,
+}
+
+
 def _suggest(trial: optuna.Trial, imbalance: float) -> dict[str, Any]:
     return {
-        "n_estimators": trial.suggest_int("n_estimators", 50, 400, log=True),
-        "max_depth": trial.suggest_int("max_depth", 2, 6),
+        "n_estimators": trial.suggest_int("n_estimators", 50, 1000, log=True),
+        "max_depth": trial.suggest_int("max_depth", 1, 6),
         "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
         "subsample": trial.suggest_float("subsample", 0.6, 1.0),
         "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),
@@ -100,5 +115,6 @@ def tune(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    study.enqueue_trial(FIRST_TRIAL)
     study.optimize(objective, n_trials=trials)
     return SearchResult(params=best["params"], oof_scores=best["scores"], cv_roc_auc=best["auc"])
