@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import signal
 import sys
+import time
 import warnings
 
 from mlflow.exceptions import MlflowException
@@ -16,7 +18,8 @@ from registry_scripts.access import configure_mlflow
 from registry_scripts.cli import fail
 from registry_scripts.errors import RegistryError
 from registry_scripts.gates import holdout_auc
-from registry_scripts.registry import drift, versions
+from registry_scripts.registry import GATES_TAG, VIA_TAG, versions
+from registry_scripts.sync import HandConflict, pending, reconcile
 
 
 def _flag(text: str) -> bool:
@@ -61,19 +64,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     promote.add_argument("--reason", default="", help="why, recorded on the version")
     promote.add_argument("--user", default=None, help="who, recorded on the version (default: current user)")
 
-    rollback = commands.add_parser("rollback", help="restore the previous production version")
+    rollback = commands.add_parser(
+        "rollback", help="restore the last production version before this one that passed the gates"
+    )
     rollback.add_argument("--model", required=True, help="registered model name")
+    rollback.add_argument(
+        "--force",
+        nargs="?",
+        const=True,
+        default=False,
+        type=_flag,
+        help="take the previous production version even if it reached Production without the gates",
+    )
     rollback.add_argument("--reason", default="", help="why, recorded on the versions")
     rollback.add_argument("--user", default=None, help="who (default: current user)")
 
-    listing = commands.add_parser("list", help="show versions, stages and aliases")
+    listing = commands.add_parser("list", help="show versions, aliases, stages, gates and how each got there")
     listing.add_argument("--model", required=True, help="registered model name")
+
+    sync = commands.add_parser(
+        "sync", help="mirror alias or stage changes made by hand in MLflow's UI, and record them"
+    )
+    sync.add_argument("--model", required=True, help="registered model name")
+    sync.add_argument(
+        "--every",
+        type=float,
+        default=0.0,
+        help="keep running, syncing every this many seconds (a sidecar beside the tracking server)",
+    )
     return parser.parse_args(argv)
 
 
-def render_list(client: MlflowClient, name: str) -> str:
-    """A table of versions with stage, aliases, key metric and last recorded action."""
-    rows = [("version", "stage", "aliases", "holdout_roc_auc", "last action")]
+def _gates(tags: dict[str, str]) -> str:
+    verdict = tags.get(GATES_TAG)
+    if verdict is None:
+        return "by hand" if tags.get(VIA_TAG) == "by hand" else "-"
+    return "passed" if verdict == "passed" else "forced"
+
+
+def render_list(client: MlflowClient, name: str) -> tuple[str, HandConflict | None]:
+    """A table of versions: aliases, stage, metric, gates into Production, and the last recorded action."""
+    rows = [("version", "aliases", "stage", "holdout_roc_auc", "gates", "last action")]
     all_versions = versions(client, name)
     for v in all_versions:
         auc = holdout_auc(client, v)
@@ -83,9 +114,10 @@ def render_list(client: MlflowClient, name: str) -> str:
         rows.append(
             (
                 str(v.number),
-                v.stage,
                 ",".join(f"@{a}" for a in v.aliases) or "-",
+                v.stage,
                 f"{auc:.4f}" if auc is not None else "-",
+                _gates(v.tags),
                 last or "-",
             )
         )
@@ -96,11 +128,42 @@ def render_list(client: MlflowClient, name: str) -> str:
     ]
     if not all_versions:
         lines.append(f"(model {name!r} has no versions)")
+    try:
+        changes, conflict = pending(client, name), None
+    except HandConflict as exc:
+        changes, conflict = [], exc
     lines.extend(
-        f"warning: {problem}; the next promote or rollback brings them in step"
-        for problem in drift(all_versions)
+        f"pending: {change}; `sync`, `promote` or `rollback` mirrors and records it" for change in changes
     )
-    return "\n".join(lines)
+    return "\n".join(lines), conflict
+
+
+def _sync_once(client: MlflowClient, name: str) -> None:
+    for note in reconcile(client, name, command="sync"):
+        print(f"mirrored: {note}", flush=True)
+
+
+def _sync(client: MlflowClient, name: str, every: float) -> int:
+    """Once, or every `every` seconds until stopped; a conflict stops a single run, a loop reports it."""
+    if every < 0:
+        return fail(f"--every: must be >= 0, got {every}")
+    if not every:
+        _sync_once(client, name)
+        print(f"{name}: aliases and stages in step")
+        return 0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    reported = ""
+    while True:
+        try:
+            _sync_once(client, name)
+            reported = ""
+        except RegistryError as exc:
+            if str(exc) != reported:  # Said once, not every round.
+                print(f"error: {exc}", file=sys.stderr, flush=True)
+                reported = str(exc)
+        except MlflowException as exc:
+            print(f"error: the registry refused the request: {exc.message}", file=sys.stderr, flush=True)
+        time.sleep(every)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,8 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     client = MlflowClient()
     try:
         if args.command == "list":
-            print(render_list(client, args.model))
+            table, conflict = render_list(client, args.model)
+            print(table)
+            if conflict is not None:
+                raise conflict
             return 0
+        if args.command == "sync":
+            return _sync(client, args.model, args.every)
         if args.command == "promote":
             outcome = actions.promote(
                 client,
@@ -128,12 +196,16 @@ def main(argv: list[str] | None = None) -> int:
                 tolerance=args.tolerance,
             )
         else:
-            outcome = actions.rollback(client, args.model, user=args.user or _user(), reason=args.reason)
+            outcome = actions.rollback(
+                client, args.model, user=args.user or _user(), reason=args.reason, force=args.force
+            )
     except RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except MlflowException as exc:
         return fail(f"the registry refused the request: {exc.message}")
+    for note in outcome.warnings:
+        print(f"warning: {note}")
     for gate in outcome.gates:
         state = "passed" if gate.passed else "FAILED (forced)"
         print(f"gate {gate.name}: {state}: {gate.detail}")

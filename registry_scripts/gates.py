@@ -14,6 +14,10 @@ from mlflow.tracking import MlflowClient
 from registry_scripts.registry import Version
 
 METRIC = "holdout_roc_auc"
+CV_METRIC = "cv_roc_auc"
+BASELINE_CV_METRIC = "baseline_cv_roc_auc"
+BASELINE_TOLERANCE_TAG = "baseline_tolerance"  # Written by training with the config's tolerance.
+DEFAULT_BASELINE_TOLERANCE = 0.01
 ADDITIVITY_TOLERANCE = 1e-4
 
 
@@ -92,6 +96,31 @@ def check_metric(
         gate,
         passed,
         f"{METRIC} {mine:.4f} vs production version {current.number} {theirs:.4f}: "
+        f"{relation} the tolerance {tolerance}",
+        overridable=True,
+    )
+
+
+def check_baseline(client: MlflowClient, candidate: Version) -> GateResult:
+    """The candidate's CV ROC AUC is not below its logistic baseline's by more than training's tolerance."""
+    gate = "beats-baseline"
+    try:
+        metrics = client.get_run(candidate.run_id).data.metrics if candidate.run_id else {}
+    except MlflowException:
+        metrics = {}
+    mine, baseline = metrics.get(CV_METRIC), metrics.get(BASELINE_CV_METRIC)
+    if mine is None or baseline is None:
+        return GateResult(gate, True, "the training run logged no baseline to compare with", overridable=True)
+    try:
+        tolerance = float(candidate.tags.get(BASELINE_TOLERANCE_TAG, DEFAULT_BASELINE_TOLERANCE))
+    except ValueError:
+        tolerance = DEFAULT_BASELINE_TOLERANCE
+    passed = mine >= baseline - tolerance
+    relation = "within" if passed else "below it by more than"
+    return GateResult(
+        gate,
+        passed,
+        f"{CV_METRIC} {mine:.4f} vs the logistic baseline's {baseline:.4f}: "
         f"{relation} the tolerance {tolerance}",
         overridable=True,
     )

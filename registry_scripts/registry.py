@@ -1,10 +1,12 @@
-"""Read the registry's state and move stages and aliases together, with an audit trail."""
+"""Read the registry's state and move aliases and stages together, with an audit trail."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -13,12 +15,17 @@ from mlflow.tracking import MlflowClient
 from registry_scripts import access
 from registry_scripts.errors import RegistryError
 
-STAGE_ALIASES = {"Staging": "staging", "Production": "production"}
+# Production first: mirroring a hand-made production change can take a version out of Staging.
+STAGE_ALIASES = {"Production": "production", "Staging": "staging"}
 TARGETS = {"staging": "Staging", "production": "Production"}
 PREVIOUS_TAG = "previous_production_version"
 PRODUCTION_AT_TAG = "production_at"
+GATES_TAG = "gates.production"  # "passed", or "forced past <gates>"; absent: never gated.
+VIA_TAG = "production.via"  # How the version last reached Production.
 HISTORY_TAG = "audit.history"
 HISTORY_LIMIT = 20
+STATE_TAG = "registry.recorded"  # On the registered model: the alias holders the scripts last left.
+UNKNOWN_USER = "unknown (MLflow does not record who moves an alias or a stage)"
 
 
 @dataclass(frozen=True)
@@ -31,19 +38,36 @@ class Version:
     run_id: str | None
     status: str
     tags: dict[str, str]
+    updated_ms: int = 0  # MLflow's last_updated_timestamp: a stage transition sets it.
 
     @classmethod
     def of(cls, mv: ModelVersion, aliases: dict[str, str]) -> Version:
         """Convert MLflow's entity; aliases come from the registered model (search omits them)."""
         own = tuple(sorted(alias for alias, number in aliases.items() if str(number) == str(mv.version)))
         return cls(
-            int(mv.version), mv.current_stage or "None", own, mv.run_id, str(mv.status), dict(mv.tags or {})
+            int(mv.version),
+            mv.current_stage or "None",
+            own,
+            mv.run_id,
+            str(mv.status),
+            dict(mv.tags or {}),
+            int(mv.last_updated_timestamp or 0),
         )
+
+    @property
+    def gated(self) -> bool:
+        """Whether the version passed every gate into Production (not forced, not by hand)."""
+        return self.tags.get(GATES_TAG) == "passed"
 
 
 def now() -> str:
     """UTC timestamp used in audit tags."""
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def from_ms(ms: int) -> str | None:
+    """An MLflow millisecond timestamp as ISO 8601 UTC; None for 0."""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds") if ms else None
 
 
 def model_aliases(client: MlflowClient, name: str) -> dict[str, str]:
@@ -79,36 +103,61 @@ def find_version(all_versions: list[Version], name: str, ref: str) -> Version:
     raise RegistryError(f"--version: model {name!r} has no version {ref}")
 
 
-def holder(all_versions: list[Version], stage: str) -> Version | None:
-    """The version in a stage; the newest one if a person left several there."""
-    in_stage = [v for v in all_versions if v.stage == stage]
-    return in_stage[-1] if in_stage else None
+def holders(all_versions: list[Version], stage: str) -> list[Version]:
+    """The versions in a stage (several only after a hand-made transition that archived nothing)."""
+    return [v for v in all_versions if v.stage == stage]
 
 
-def drift(all_versions: list[Version]) -> list[str]:
-    """Where an alias and its stage name different versions."""
-    problems = []
-    for stage, alias in STAGE_ALIASES.items():
-        staged = holder(all_versions, stage)
-        aliased = next((v for v in all_versions if alias in v.aliases), None)
-        staged_no = staged.number if staged else None
-        aliased_no = aliased.number if aliased else None
-        if staged_no != aliased_no:
-            problems.append(
-                f"stage {stage} is version {staged_no} but alias @{alias} is version {aliased_no}"
-            )
-    return problems
+def aliased(all_versions: list[Version], alias: str) -> Version | None:
+    """The version an alias names, if any."""
+    return next((v for v in all_versions if alias in v.aliases), None)
 
 
-def record(client: MlflowClient, name: str, version: Version, *, action: str, user: str, reason: str) -> None:
+def holder(all_versions: list[Version], alias: str) -> Version | None:
+    """The version that holds a target: its alias, the truth."""
+    return aliased(all_versions, alias)
+
+
+def recorded_state(client: MlflowClient, name: str) -> dict[str, int | None] | None:
+    """The alias holders the scripts last left; None if they never recorded any."""
+    try:
+        tags = client.get_registered_model(name).tags or {}
+    except MlflowException as exc:
+        raise RegistryError(f"--model: no registered model named {name!r}") from exc
+    raw = tags.get(STATE_TAG)
+    if raw is None:
+        return None
+    try:
+        state = json.loads(raw)
+        return {alias: None if state.get(alias) is None else int(state[alias]) for alias in TARGETS}
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return None  # A tag edited by hand into nonsense counts as never recorded.
+
+
+def save_state(client: MlflowClient, name: str) -> None:
+    """Record the alias holders as the scripts leave them."""
+    all_versions = versions(client, name)
+    state = {alias: (v.number if (v := aliased(all_versions, alias)) else None) for alias in TARGETS}
+    client.set_registered_model_tag(name, STATE_TAG, json.dumps({**state, "at": now()}))
+
+
+def record(
+    client: MlflowClient,
+    name: str,
+    number: int,
+    *,
+    action: str,
+    user: str,
+    reason: str,
+    extra: dict[str, Any] | None = None,
+) -> None:
     """Tag a version with who did what, when and why, keeping a bounded history."""
-    number = version.number
     current = client.get_model_version(name, str(number))
     try:
         history = json.loads((current.tags or {}).get(HISTORY_TAG, "[]"))
     except json.JSONDecodeError:
         history = []
-    entry = {"action": action, "by": user, "at": now(), "reason": reason}
+    entry = {"action": action, "by": user, "at": now(), "reason": reason, **(extra or {})}
     history = [*history, entry][-HISTORY_LIMIT:]
     for key, value in {
         "audit.last_action": action,
@@ -120,18 +169,40 @@ def record(client: MlflowClient, name: str, version: Version, *, action: str, us
         client.set_model_version_tag(name, str(number), key, value)
 
 
-def sync_aliases(client: MlflowClient, name: str) -> None:
-    """Point each stage's alias at the version holding the stage, or drop it if none does."""
-    all_versions = versions(client, name)
-    for stage, alias in STAGE_ALIASES.items():
-        staged = holder(all_versions, stage)
-        if staged is not None:
-            client.set_registered_model_alias(name, alias, str(staged.number))
-        elif any(alias in v.aliases for v in all_versions):
-            client.delete_registered_model_alias(name, alias)
+def history(version: Version) -> list[dict[str, Any]]:
+    """A version's audit history, oldest first."""
+    try:
+        entries = json.loads(version.tags.get(HISTORY_TAG, "[]"))
+    except json.JSONDecodeError:
+        return []
+    return [entry for entry in entries if isinstance(entry, dict)] if isinstance(entries, list) else []
+
+
+def set_alias(client: MlflowClient, name: str, alias: str, number: int | None) -> None:
+    """Point an alias at a version, or delete it."""
+    if number is not None:
+        client.set_registered_model_alias(name, alias, str(number))
+        return
+    with contextlib.suppress(MlflowException):  # Already gone.
+        client.delete_registered_model_alias(name, alias)
 
 
 def move(client: MlflowClient, name: str, number: int, stage: str) -> None:
-    """Put a version in a stage, archiving the previous holder, and bring aliases in step."""
+    """Put a version in a stage and its alias, archiving the previous holder, and leave it recorded."""
+    before = versions(client, name)
     client.transition_model_version_stage(name, str(number), stage, archive_existing_versions=True)
-    sync_aliases(client, name)
+    target = STAGE_ALIASES[stage]
+    set_alias(client, name, target, number)
+    for alias in STAGE_ALIASES.values():
+        held = aliased(before, alias)
+        if alias != target and held is not None and held.number == number:
+            set_alias(client, name, alias, None)  # One version, one stage: it left the other one.
+    save_state(client, name)
+
+
+def mark_production(client: MlflowClient, name: str, number: int, *, previous: int | None, via: str) -> None:
+    """Tags of a version entering Production: when, after which version, and how."""
+    client.set_model_version_tag(name, str(number), PRODUCTION_AT_TAG, now())
+    client.set_model_version_tag(name, str(number), VIA_TAG, via)
+    if previous is not None and previous != number:
+        client.set_model_version_tag(name, str(number), PREVIOUS_TAG, str(previous))

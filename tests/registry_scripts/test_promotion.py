@@ -140,7 +140,7 @@ def test_a_transition_made_in_the_ui_is_respected(
     assert code == 0
     line = next(row for row in out.splitlines() if row.startswith(second))
     assert "Production" in line
-    assert f"stage Production is version {second} but alias @production is version {first}" in out
+    assert f"pending: stage Production was changed by hand from version {first} to version {second}" in out
 
     code, out, _ = cli(capsys, "rollback", "--model", model_name)
     assert code == 0 and f"(was version {second})" in out
