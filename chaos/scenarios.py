@@ -35,6 +35,7 @@ class Result:
     request_id: str
     version: str  # X-Model-Version, "" when there was none
     message: str
+    served_by: str = ""  # A load balancer's X-Served-By: which replica answered.
 
 
 @dataclass
@@ -57,6 +58,14 @@ class Outcome:
         return asdict(self)
 
 
+def _message(answer: httpx.Response) -> str:
+    """An error answer's message: ours is JSON; a load balancer's may be an HTML page."""
+    try:
+        return str(answer.json().get("message", ""))
+    except ValueError:
+        return answer.text[:200]
+
+
 class Traffic:
     """Clients sending one request after another from threads, every answer kept in order."""
 
@@ -73,10 +82,11 @@ class Traffic:
                 sent = time.monotonic()
                 try:
                     answer = http.post("/invocations", content=self.body)
-                    message = "" if answer.status_code == 200 else answer.json().get("message", "")
+                    message = "" if answer.status_code == 200 else _message(answer)
                     result = Result(client, sent, time.monotonic() - sent, answer.status_code,
                                     answer.headers.get("X-Request-ID", ""),
-                                    answer.headers.get("X-Model-Version", ""), message)  # fmt: skip
+                                    answer.headers.get("X-Model-Version", ""), message,
+                                    answer.headers.get("X-Served-By", ""))  # fmt: skip
                 except httpx.TransportError as exc:
                     result = Result(client, sent, time.monotonic() - sent, 0, "", "", type(exc).__name__)
                     time.sleep(0.05)

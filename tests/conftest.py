@@ -25,7 +25,9 @@ POSTGRES_ADMIN = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgresql://postgre
 
 
 # A test that needs any of these (directly or through other fixtures) is in the integration tier.
-INTEGRATION_FIXTURES = {"attrition", "credit", "postgres_url", "log_db", "start_proxy", "spark"}
+INTEGRATION_FIXTURES = {
+    "attrition", "credit", "postgres_url", "log_db", "start_proxy", "spark", "tracking_server", "team",
+}  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,0 +1,262 @@
+"""A team's deployment end to end: every command through `mlflow server`, replicas behind nginx, UI moves."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+
+import httpx
+import pandas as pd
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import Engine, create_engine, text
+
+from chaos.scenarios import Traffic
+from tests.conftest import REPO
+from tests.deployment.conftest import MODEL, Balanced, Team
+from tests.serving.conftest import API_KEY, HEADERS, Proxy, rows, split_body, wait_for
+from ui.client import Proxy as UiProxy
+from ui.settings import UiSettings
+
+BODY = split_body(rows(10))
+FIGURES: dict[str, object] = {}  # What the closing note of the deployment issue quotes; printed at the end.
+
+
+@pytest.fixture(scope="module")
+def log_engine(team: Team) -> Iterator[Engine]:
+    """An engine on the shared log database, for counting what the replicas stored."""
+    engine = create_engine(team.log_db)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_figures() -> Iterator[None]:
+    """Print the measured figures once the module is done (`pytest -s` shows them)."""
+    yield
+    print("\ndeployment figures:", json.dumps(FIGURES, indent=2))
+
+
+def traffic(balanced: Balanced) -> Traffic:
+    """Four clients sending ten-row requests through the load balancer."""
+    return Traffic(balanced.url, json.dumps(BODY).encode(), clients=4, headers=HEADERS)
+
+
+def logged_once(engine: Engine, ids: list[str]) -> tuple[int, int]:
+    """How many log rows these requests have, and how many distinct requests that is."""
+    with engine.connect() as connection:
+        found = connection.execute(
+            text(
+                "SELECT count(*), count(DISTINCT request_id) FROM inference_requests "
+                "WHERE request_id = ANY(CAST(:ids AS uuid[]))"
+            ),
+            {"ids": ids},
+        ).one()
+    return int(found[0]), int(found[1])
+
+
+def wait_logged(engine: Engine, ids: list[str], seconds: float = 60) -> None:
+    """Until every request is in the log."""
+    wait_for(lambda: logged_once(engine, ids)[1] == len(set(ids)), seconds, f"{len(ids)} requests in the log")
+
+
+def served_version(replica: Proxy) -> int | None:
+    """The version a replica serves now, asked directly (not through the balancer)."""
+    try:
+        return int(httpx.get(f"{replica.url}/model", headers=HEADERS, timeout=5).json()["version"])
+    except (httpx.HTTPError, KeyError, ValueError):
+        return None
+
+
+def noticed(replica: Proxy, version: int, since_wall: float) -> float | None:
+    """Seconds from `since_wall` until the replica's log says the registry names `version` (it then
+    starts that version's backend, and answers with the old one until the new one is ready)."""
+    pattern = re.compile(
+        rf"^(\S+ \S+),(\d+) INFO serving.supervisor: follower: \S+ now names version {version}$"
+    )
+    times = [
+        time.mktime(time.strptime(found[1], "%Y-%m-%d %H:%M:%S")) + int(found[2]) / 1000
+        for line in replica.log().splitlines()
+        if (found := pattern.match(line))
+    ]
+    later = [moment for moment in times if moment >= since_wall]
+    return round(later[0] - since_wall, 1) if later else None
+
+
+def follow(
+    balanced: Balanced, version: int, since: float, seconds: float = 180
+) -> dict[str, dict[str, float | None]]:
+    """Per replica: seconds from `since` until it noticed `version` and until it served it."""
+    since_wall = time.time() - (time.monotonic() - since)
+    switched: dict[str, float] = {}
+    deadline = time.monotonic() + seconds
+    while len(switched) < len(balanced.replicas) and time.monotonic() < deadline:
+        for address, replica in balanced.by_address().items():
+            if address not in switched and served_version(replica) == version:
+                switched[address] = round(time.monotonic() - since, 1)
+        time.sleep(0.2)
+    assert len(switched) == len(balanced.replicas), f"replicas switched to version {version}: {switched}"
+    return {
+        address: {"noticed": noticed(replica, version, since_wall), "serving": switched[address]}
+        for address, replica in balanced.by_address().items()
+    }
+
+
+def ui_post(team: Team, path: str, body: dict[str, object]) -> None:
+    """The REST call MLflow's web UI makes (its `ajax-api` prefix), as a person clicking it."""
+    answer = httpx.post(f"{team.tracking_uri}/ajax-api/2.0/mlflow/{path}", json=body, timeout=30)
+    assert answer.status_code == 200, answer.text
+
+
+def test_every_command_runs_against_the_tracking_server(
+    team: Team, trained: str, balanced: Balanced, log_engine: Engine
+) -> None:
+    client = team.client()
+    version = client.get_model_version(MODEL, trained)
+    assert version.current_stage == "Production" and version.aliases == ["production"]
+    run = client.get_run(version.run_id or "")
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.name == MODEL and experiment.artifact_location.startswith("mlflow-artifacts:")
+    assert list(team.artifacts.rglob("MLmodel")), "artifacts go through the server to its destination"
+    assert not (team.workdir / "mlruns").exists() and not (team.workdir / "mlflow.db").exists()
+
+    answers = [
+        httpx.post(f"{balanced.url}/invocations", json=BODY, headers=HEADERS, timeout=60) for _ in range(30)
+    ]
+    assert {answer.status_code for answer in answers} == {200}
+    spread = pd.Series([answer.headers["X-Served-By"] for answer in answers]).value_counts().to_dict()
+    assert set(spread) == set(balanced.by_address()), spread  # Both replicas answered.
+    ids = [answer.headers["X-Request-ID"] for answer in answers]
+    wait_logged(log_engine, ids)
+    assert logged_once(log_engine, ids) == (30, 30)
+    with log_engine.connect() as connection:  # Two replicas migrated one fresh database at once.
+        assert connection.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
+    FIGURES["spread_of_30_requests"] = spread
+
+    ui = UiProxy(UiSettings(proxy_url=balanced.url, api_key=SecretStr(API_KEY)))
+    assert ui.model()["version"] == int(trained)  # The business app talks to the balancer only.
+
+    done = team.run("-m", "monitoring", "drift", "--model", MODEL, "--out", str(team.workdir / "reports"))
+    assert done.returncode in {0, 1}, done.stderr[-3000:]
+    summary = json.loads(next((team.workdir / "reports").glob("*/summary.json")).read_text())
+    assert summary["rows"] == 300 and summary["version"] == int(trained)
+    drift_runs = client.search_runs([experiment.experiment_id], "tags.monitoring = 'drift'")
+    assert drift_runs and list(team.artifacts.rglob("summary.json"))
+
+    scored = team.workdir / "scored"
+    done = team.run(
+        "-m", "serving.batch", "--model", MODEL, "--input", str(REPO / "data" / "attrition.csv"),
+        "--output", str(scored), "--master", "local[1]",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(pd.read_parquet(scored)) == len(pd.read_csv(REPO / "data" / "attrition.csv"))
+
+
+def test_a_promotion_is_followed_by_every_replica_without_a_failed_request(
+    team: Team, trained: str, balanced: Balanced, log_engine: Engine
+) -> None:
+    client = team.client()
+    first = client.get_model_version(MODEL, trained)
+    second = client.create_model_version(
+        MODEL,
+        source=first.source or "",
+        run_id=first.run_id,
+        model_id=(first.source or "").rsplit("/", 1)[-1],
+    ).version  # The same logged model (`models:/m-...`) registered again.
+    with traffic(balanced) as sent:
+        time.sleep(2)
+        started = time.monotonic()
+        done = team.run("-m", "registry_scripts", "promote", "--model", MODEL, "--version", str(second),
+                        "--to", "production")  # fmt: skip
+        command_seconds = round(time.monotonic() - started, 1)
+        assert done.returncode == 0, done.stdout + done.stderr
+        switched = follow(balanced, int(second), started)
+        time.sleep(2)
+    answered = sent.answered()
+    assert answered and not sent.failures(), sent.failures()[:3]
+    assert {r.served_by for r in sent.results} == set(balanced.by_address())
+    wait_logged(log_engine, answered)
+    assert logged_once(log_engine, answered) == (len(answered), len(answered))
+    FIGURES["promotion"] = {
+        "requests": len(sent.results), "failed": len(sent.failures()), "logged": len(answered),
+        "promote_command_seconds": command_seconds, "poll_seconds": 1,
+        "seconds_from_promote_start_per_replica": switched,
+    }  # fmt: skip
+
+
+def test_moves_made_in_mlflows_uis_are_followed_by_the_replicas_and_recorded(
+    team: Team, trained: str, balanced: Balanced
+) -> None:
+    client = team.client()
+    first, second = int(trained), int(client.get_model_version_by_alias(MODEL, "production").version)
+    assert second != first
+
+    moved = time.monotonic()
+    ui_post(team, "registered-models/alias", {"name": MODEL, "alias": "production", "version": str(first)})
+    FIGURES["ui_alias_move_seconds_to_switch"] = follow(balanced, first, moved)
+    done = team.run("-m", "registry_scripts", "promote", "--model", MODEL, "--version", str(second),
+                    "--to", "staging")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"warning: @production was moved by hand from version {second} to version {first}" in done.stdout
+    production = client.get_model_version_by_alias(MODEL, "production")
+    assert int(production.version) == first and production.current_stage == "Production"  # It survived.
+    assert client.get_model_version(MODEL, str(second)).current_stage == "Staging"
+
+    # The legacy dialog, its "archive existing versions" box left unchecked as it comes.
+    ui_post(
+        team,
+        "model-versions/transition-stage",
+        {"name": MODEL, "version": str(second), "stage": "Production", "archive_existing_versions": False},
+    )
+    synced = time.monotonic()
+    done = team.run("-m", "registry_scripts", "sync", "--model", MODEL)
+    assert done.returncode == 0, done.stderr
+    assert f"stage Production was changed by hand from version {first} to version {second}" in done.stdout
+    FIGURES["legacy_stage_move_seconds_from_sync_start"] = follow(balanced, second, synced)
+    assert client.get_model_version(MODEL, str(first)).current_stage == "Archived"
+
+    manual = [
+        entry
+        for number in (first, second)
+        for entry in json.loads(client.get_model_version(MODEL, str(number)).tags["audit.history"])
+        if entry.get("manual")
+    ]
+    assert {entry["recognised_by"] for entry in manual} == {"promote", "sync"}
+    assert any("@production was moved by hand" in entry["action"] for entry in manual)
+    assert any("stage Production was changed by hand" in entry["action"] for entry in manual)
+
+    done = team.run("-m", "registry_scripts", "list", "--model", MODEL)
+    assert done.returncode == 0 and "pending" not in done.stdout, done.stdout
+
+
+def test_a_replica_killed_under_traffic_loses_no_logged_row(
+    team: Team, balanced: Balanced, log_engine: Engine
+) -> None:
+    victim, survivor = balanced.replicas
+    survivor_address = f"127.0.0.1:{survivor.port}"
+    with traffic(balanced) as sent:
+        time.sleep(3)
+        assert victim.process is not None
+        victim.process.kill()  # SIGKILL: no drain, no flush; its spool is all that is left.
+        victim.process.wait()
+        killed = time.monotonic()  # Dead: its sockets are closed.
+        time.sleep(5)
+        victim.start()  # On the same port and spool directory.
+        victim.wait_ready(240)
+        restarted = time.monotonic()
+        time.sleep(3)
+    answered = sent.answered()
+    after_kill = [r for r in sent.results if killed < r.sent_at < restarted]
+    assert any(r.status == 200 and r.served_by == survivor_address for r in after_kill)
+    failures = sent.failures()
+    # Only requests the victim held when it died can fail; nginx sends later ones to the survivor.
+    assert all(f.sent_at <= killed for f in failures), (killed, failures)
+    wait_logged(log_engine, answered, seconds=120)
+    assert logged_once(log_engine, answered) == (len(answered), len(answered))
+    FIGURES["replica_killed"] = {
+        "requests": len(sent.results), "failed_in_flight": len(failures), "answered": len(answered),
+        "answered_while_down": sum(r.status == 200 for r in after_kill), "logged_exactly_once": len(answered),
+        "seconds_to_restart": round(restarted - killed, 1),
+    }  # fmt: skip
