@@ -90,13 +90,27 @@ def check_metric(
         return GateResult(
             gate, True, f"{METRIC} {mine:.4f}; production version {current.number} has none", overridable=True
         )
+    return _within(
+        gate,
+        METRIC,
+        (mine, theirs),
+        tolerance,
+        against=f"production version {current.number}",
+        worse="worse than",
+    )
+
+
+def _within(
+    gate: str, metric: str, figures: tuple[float, float], tolerance: float, *, against: str, worse: str
+) -> GateResult:
+    """Passed when the first figure is not below the second by more than the tolerance."""
+    mine, theirs = figures
     passed = mine >= theirs - tolerance
-    relation = "within" if passed else "worse than"
+    relation = "within" if passed else worse
     return GateResult(
         gate,
         passed,
-        f"{METRIC} {mine:.4f} vs production version {current.number} {theirs:.4f}: "
-        f"{relation} the tolerance {tolerance}",
+        f"{metric} {mine:.4f} vs {against} {theirs:.4f}: {relation} the tolerance {tolerance}",
         overridable=True,
     )
 
@@ -115,12 +129,11 @@ def check_baseline(client: MlflowClient, candidate: Version) -> GateResult:
         tolerance = float(candidate.tags.get(BASELINE_TOLERANCE_TAG, DEFAULT_BASELINE_TOLERANCE))
     except ValueError:
         tolerance = DEFAULT_BASELINE_TOLERANCE
-    passed = mine >= baseline - tolerance
-    relation = "within" if passed else "below it by more than"
-    return GateResult(
+    return _within(
         gate,
-        passed,
-        f"{CV_METRIC} {mine:.4f} vs the logistic baseline's {baseline:.4f}: "
-        f"{relation} the tolerance {tolerance}",
-        overridable=True,
+        CV_METRIC,
+        (mine, baseline),
+        tolerance,
+        against="the logistic baseline's",
+        worse="below it by more than",
     )

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 from mlflow.tracking import MlflowClient
 
+from registry_scripts.__main__ import main
 from tests.conftest import config_with, register_again
 from training.config import DataConfig
 from training.job import TrainingOutcome, train
@@ -43,3 +44,14 @@ def add_weak_version(attrition: TrainingOutcome) -> Callable[[str], str]:
         return train(base.model_copy(update={"model_name": name, "data": data}), trials=1, cv_folds=2).version
 
     return add
+
+
+@pytest.fixture
+def three_in_production_first(
+    capsys: pytest.CaptureFixture[str], model_name: str, add_good_version: Callable[[str], str]
+) -> tuple[str, str, str]:
+    """Three good versions of a fresh model, the first promoted to Production by the scripts."""
+    versions = (add_good_version(model_name), add_good_version(model_name), add_good_version(model_name))
+    assert main(["promote", "--model", model_name, "--version", versions[0], "--to", "production"]) == 0
+    capsys.readouterr()
+    return versions

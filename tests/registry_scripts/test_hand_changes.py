@@ -31,10 +31,9 @@ def test_an_alias_moved_in_the_ui_is_mirrored_and_survives_promote(
     client: MlflowClient,
     capsys: pytest.CaptureFixture[str],
     model_name: str,
-    add_good_version: Callable[[str], str],
+    three_in_production_first: tuple[str, str, str],
 ) -> None:
-    first, second, third = (add_good_version(model_name) for _ in range(3))
-    promote(capsys, model_name, first)
+    first, second, third = three_in_production_first
     client.set_registered_model_alias(model_name, "production", second)  # What MLflow 3's UI does.
 
     code, out, _ = cli(capsys, "list", "--model", model_name)
@@ -89,10 +88,9 @@ def test_rollback_skips_a_version_that_reached_production_by_hand(
     client: MlflowClient,
     capsys: pytest.CaptureFixture[str],
     model_name: str,
-    add_good_version: Callable[[str], str],
+    three_in_production_first: tuple[str, str, str],
 ) -> None:
-    first, by_hand, third = (add_good_version(model_name) for _ in range(3))
-    promote(capsys, model_name, first)
+    first, by_hand, third = three_in_production_first
     client.set_registered_model_alias(model_name, "production", by_hand)
     promote(capsys, model_name, third)  # Mirrors the hand move first, then replaces it.
 
@@ -115,10 +113,9 @@ def test_alias_and_stage_moved_by_hand_to_different_versions_stop_every_command(
     client: MlflowClient,
     capsys: pytest.CaptureFixture[str],
     model_name: str,
-    add_good_version: Callable[[str], str],
+    three_in_production_first: tuple[str, str, str],
 ) -> None:
-    first, second, third = (add_good_version(model_name) for _ in range(3))
-    promote(capsys, model_name, first)
+    first, second, third = three_in_production_first
     client.set_registered_model_alias(model_name, "production", second)
     client.transition_model_version_stage(model_name, third, "Production", archive_existing_versions=True)
 
