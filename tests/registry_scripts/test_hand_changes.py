@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -11,7 +14,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from registry_scripts.registry import UNKNOWN_USER
+from tests.conftest import subprocess_env
 from tests.registry_scripts.test_promotion import cli, stage_and_alias
+from tests.serving.conftest import wait_for
 
 
 def promote(capsys: pytest.CaptureFixture[str], name: str, version: str, *extra: str) -> str:
@@ -164,3 +169,26 @@ def test_beats_baseline_gate_refuses_a_version_worse_than_its_baseline(
     assert tags["gates.production"] == "forced past beats-baseline"
     gates = {g["gate"]: g["passed"] for g in history(client, model_name, worse)[-1]["gates"]}
     assert gates == {"loads-and-explains": True, "holdout-roc-auc": True, "beats-baseline": False}
+
+
+def test_sync_every_mirrors_a_hand_move_as_a_sidecar(
+    client: MlflowClient, model_name: str, three_in_production_first: tuple[str, str, str], tmp_path: Path
+) -> None:
+    first, second, _ = three_in_production_first
+    sidecar = subprocess.Popen(
+        [sys.executable, "-m", "registry_scripts", "sync", "--model", model_name, "--every", "0.5"],
+        env=subprocess_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        client.set_registered_model_alias(model_name, "production", second)
+        wait_for(
+            lambda: client.get_model_version(model_name, second).current_stage == "Production",
+            seconds=60,
+            message="the sidecar to mirror the alias to the stage",
+        )
+    finally:
+        sidecar.terminate()
+        out, err = sidecar.communicate(timeout=30)
+    assert sidecar.returncode == 0, err
+    assert f"mirrored: @production was moved by hand from version {first} to version {second}" in out
+    assert client.get_model_version(model_name, first).current_stage == "Archived"

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, subprocess_env
 from training.config import load_config
-from training.job import TrainingOutcome, train
+from training.job import BaselineVerdict, TrainingOutcome, train
 
 EXPECTED_PLOTS = {
     "roc_curve.png",
@@ -149,3 +149,14 @@ def test_mlproject_train_and_promote_entry_points(tmp_path: Path) -> None:
     launched = client.get_run(training_run.data.tags["launched_by_run"])
     assert launched.info.experiment_id == "0"
     assert training_run.info.run_id in launched.data.tags["mlflow.note.content"]
+
+
+@pytest.mark.parametrize(
+    ("model", "baseline", "beaten"), [(0.80, 0.81, True), (0.80, 0.8101, False), (0.85, 0.80, True)]
+)
+def test_the_baseline_verdict_allows_the_tolerance_and_no_more(
+    model: float, baseline: float, beaten: bool
+) -> None:
+    verdict = BaselineVerdict(model, baseline, tolerance=0.01)
+    assert verdict.beaten is beaten
+    assert ("is worse than" in verdict.describe()) is not beaten
