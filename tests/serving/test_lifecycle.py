@@ -111,7 +111,8 @@ def test_promotion_and_rollback_in_traffic_switch_versions_without_failures(
     assert any("1" in versions for versions in sent.versions_by_client())
 
     with traffic(proxy.url) as back:
-        assert registry_main(["rollback", "--model", served, "--reason", "test"]) == 0
+        # Version 1 was put in Production by the fixture, not through the gates: rollback needs --force.
+        assert registry_main(["rollback", "--model", served, "--reason", "test", "--force"]) == 0
         wait_for(lambda: back.results[-1].version == "1", seconds=120, message="the switch back to version 1")
     assert back.results and not back.failures()
     last_id = back.results[-1].request_id

@@ -154,7 +154,7 @@ def test_drift_page_shows_the_latest_report(
         assert not at.exception
         assert at.markdown[0].value.startswith("Report of ") and "logged rows" in at.markdown[0].value
         if status == 0:
-            assert [m.value for m in at.success] == ["No drift found."] and not at.error
+            assert [m.value for m in at.main.success] == ["No drift found."] and not at.error
         else:
             assert len(at.error) == 1 and at.error[0].value.startswith("Drift: ")
         assert len(at.dataframe[0].value) == 30
