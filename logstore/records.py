@@ -90,6 +90,59 @@ def spool_record(
     return record
 
 
+class ShadowCall(TypedDict):
+    """What the challenger answered to one request the served version answered: a spool record's `shadow`."""
+
+    request_id: str  # The shadowed request's own id.
+    model_name: str
+    model_version: int
+    shadowed_at: str  # ISO 8601.
+    latency_ms: float
+    error: str | None
+    response: str | None  # The challenger's JSON answer, when it answered 200.
+
+
+def shadow_record(call: ShadowCall) -> dict[str, ShadowCall]:
+    """The spool record of one shadow call."""
+    return {"shadow": call}
+
+
+def shadow_rows(call: Mapping[str, Any]) -> list[Row]:
+    """The `shadow_predictions` rows of one shadow call: one per row answered, or one with its error."""
+    common = {
+        "request_id": uuid.UUID(call["request_id"]),
+        "model_version": int(call["model_version"]),
+        "model_name": call["model_name"],
+        "shadowed_at": datetime.fromisoformat(call["shadowed_at"]),
+        "latency_ms": float(call["latency_ms"]),
+    }
+    outputs: list[Any] = []
+    error = call.get("error")
+    if error is None:
+        try:
+            parsed = _json(call.get("response") or "")
+            outputs = parsed["predictions"] if isinstance(parsed, dict) else []
+        except (ValueError, KeyError, TypeError):
+            error = "the challenger's answer is not MLflow's JSON with `predictions`"
+    rows = [
+        {
+            **common,
+            "row_index": index,
+            "error": None,
+            "score": float(output["score"]),
+            "prediction": str(output["prediction"]),
+            "threshold": float(output["threshold"]),
+            "base_value": output.get("base_value"),
+            "contributions": output.get("contributions"),
+        }
+        for index, output in enumerate(outputs)
+        if isinstance(output, dict)
+    ]
+    if rows:
+        return rows
+    return [{**common, "row_index": 0, "error": error or "the challenger answered no predictions"}]
+
+
 class Unreadable(ValueError):
     """A body the writer does not parse into input rows; the message says why."""
 

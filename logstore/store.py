@@ -12,7 +12,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from logstore.bulk import copy_rows
-from logstore.tables import entities, inference_outcomes, inference_predictions, inference_requests
+from logstore.tables import (
+    entities,
+    inference_outcomes,
+    inference_predictions,
+    inference_requests,
+    shadow_predictions,
+)
 
 Row = dict[str, Any]
 COPY_ROWS = 50  # From this many rows of a table on, PostgreSQL gets them by COPY.
@@ -24,10 +30,17 @@ def _insert(engine: Engine, table: Table) -> postgresql.Insert | sqlite.Insert:
     return sqlite.insert(table)
 
 
-def write_log(engine: Engine, *, requests: Sequence[Row], predictions: Sequence[Row]) -> None:
-    """Insert requests and their predictions in one transaction; rows already stored are skipped."""
+def write_log(
+    engine: Engine, *, requests: Sequence[Row], predictions: Sequence[Row], shadows: Sequence[Row] = ()
+) -> None:
+    """Insert requests, predictions and shadow rows in one transaction; rows already stored are skipped."""
+    tables = (
+        (inference_requests, requests),
+        (inference_predictions, predictions),
+        (shadow_predictions, shadows),
+    )
     with engine.begin() as connection:
-        for table, rows in ((inference_requests, requests), (inference_predictions, predictions)):
+        for table, rows in tables:
             if engine.dialect.name == "postgresql" and len(rows) >= COPY_ROWS:
                 try:
                     with connection.begin_nested():

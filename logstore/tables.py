@@ -98,3 +98,23 @@ inference_outcomes = Table(
     ),
     Index("ix_inference_outcomes_prediction", "request_id", "row_index", "recorded_at"),
 )
+
+# What a challenger (the version `SERVING_SHADOW` names) answered to a request the served version
+# answered: one row per input row, or one row with `error` when the shadow call failed.
+shadow_predictions = Table(
+    "shadow_predictions",
+    metadata,
+    Column("request_id", Uuid, primary_key=True),  # The shadowed request, in inference_requests.
+    Column("model_version", Integer, primary_key=True),
+    Column("row_index", Integer, primary_key=True),
+    Column("model_name", String(256), nullable=False),
+    Column("shadowed_at", DateTime(timezone=True), nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("error", Text),
+    Column("score", Float),
+    Column("prediction", String(256)),
+    Column("threshold", Float),
+    Column("base_value", Float),
+    Column("contributions", Json),
+    Index("ix_shadow_predictions_shadowed_at", "shadowed_at"),
+)

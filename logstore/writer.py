@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from logstore.database import first_line
-from logstore.records import to_rows
+from logstore.records import shadow_rows, to_rows
 from logstore.spool import Spool
 from logstore.store import write_log
 
@@ -21,13 +21,20 @@ logger = logging.getLogger(__name__)
 CONTENT_ERRORS = (DataError, IntegrityError)
 REJECTED = "rejected.ndjson"  # Records the database refused (bad data, not an outage), kept for a person.
 Exchange = tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]
+Shadowed = tuple[dict[str, Any], list[dict[str, Any]]]  # A shadow call's record and its rows.
 RESTART_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)  # Back-off between restarts of a crashed writer loop.
 
 
 class WriterEvents(Protocol):
     """What the writer reports (the proxy's metrics)."""
 
-    def written(self, *, requests: Sequence[dict[str, Any]], predictions: Sequence[dict[str, Any]]) -> None:
+    def written(
+        self,
+        *,
+        requests: Sequence[dict[str, Any]],
+        predictions: Sequence[dict[str, Any]],
+        shadows: Sequence[dict[str, Any]] = (),
+    ) -> None:
         """Rows were stored."""
 
     def write_failed(self) -> None:
@@ -93,9 +100,14 @@ class LogWriter:
         """Write every sealed segment; False if the database is unreachable (the segments stay)."""
         with self._flushing:
             for segment in self._spool.seal():
-                exchanges = [self._rows(record) for record in Spool.read(segment)]
+                records = list(Spool.read(segment))
+                exchanges = [self._rows(record) for record in records if "shadow" not in record]
+                shadows = [self._shadow(record) for record in records if "shadow" in record]
                 try:
-                    self._write([rows for rows in exchanges if rows is not None])
+                    self._write(
+                        [rows for rows in exchanges if rows is not None],
+                        [rows for rows in shadows if rows is not None],
+                    )
                 except SQLAlchemyError as exc:
                     self._events.write_failed()
                     # Unreachable, or refusing every write (a missing grant): the rows wait in the spool.
@@ -119,13 +131,27 @@ class LogWriter:
             return None
         return record, request, predictions
 
-    def _write(self, exchanges: list[Exchange]) -> None:
+    def _shadow(self, record: dict[str, Any]) -> Shadowed | None:
+        try:
+            return record, shadow_rows(record["shadow"])
+        except (KeyError, ValueError, TypeError) as exc:
+            self._reject(record, f"unreadable shadow record: {exc!r}")
+            return None
+
+    def _write(self, exchanges: list[Exchange], shadowed: list[Shadowed]) -> None:
         requests = [request for _, request, _ in exchanges]
         predictions = [row for _, _, rows in exchanges for row in rows]
+        shadows = [row for _, rows in shadowed for row in rows]
         try:
-            write_log(self._engine, requests=requests, predictions=predictions)
-            self._events.written(requests=requests, predictions=predictions)
+            write_log(self._engine, requests=requests, predictions=predictions, shadows=shadows)
+            self._events.written(requests=requests, predictions=predictions, shadows=shadows)
         except CONTENT_ERRORS:
+            for record, rows in shadowed:
+                try:
+                    write_log(self._engine, requests=[], predictions=[], shadows=rows)
+                    self._events.written(requests=[], predictions=[], shadows=rows)
+                except CONTENT_ERRORS as exc:
+                    self._reject(record, first_line(exc))
             # One bad row must not hold the others back: write one by one, set aside what is refused.
             for record, request, rows in exchanges:
                 try:

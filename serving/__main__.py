@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
     parser.add_argument("--poll-seconds", type=float, help="how often the registry is read (default 10)")
+    parser.add_argument(
+        "--shadow", help="alias of a challenger to shadow-score every request with (e.g. staging)"
+    )
     return {key: value for key, value in vars(parser.parse_args(argv)).items() if value is not None}
 
 

@@ -72,6 +72,18 @@ class Metrics:
             "Records dropped because the spool was full (policy 'drop')",
             registry=self.registry,
         )
+        self.shadow_calls = Counter(
+            "serving_shadow_calls",
+            "Requests shadowed on the challenger after their answer: ok, failed, dropped (queue full)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.shadow_latency = Histogram(
+            "serving_shadow_duration_seconds",
+            "Time the challenger's backend took to answer a shadow call",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.writer_restarts = Counter(
             "serving_log_writer_restarts",
             "Restarts of the log writer after it crashed (the records wait in the spool meanwhile)",
@@ -132,10 +144,18 @@ class Metrics:
         if upstream_seconds is not None:
             self.upstream.observe(upstream_seconds)
 
-    def written(self, *, requests: Sequence[dict[str, Any]], predictions: Sequence[dict[str, Any]]) -> None:
+    def written(
+        self,
+        *,
+        requests: Sequence[dict[str, Any]],
+        predictions: Sequence[dict[str, Any]],
+        shadows: Sequence[dict[str, Any]] = (),
+    ) -> None:
         """Count rows the writer stored: log rows, rows scored and their scores."""
         self.log_rows.labels("inference_requests").inc(len(requests))
         self.log_rows.labels("inference_predictions").inc(len(predictions))
+        if shadows:
+            self.log_rows.labels("shadow_predictions").inc(len(shadows))
         versions = {request["request_id"]: request["model_version"] for request in requests}
         for row in predictions:
             version = str(versions.get(row["request_id"], ""))

@@ -33,6 +33,7 @@ from serving.errors import Unavailable
 from serving.forwarder import BackendUnreachable, Forwarder
 from serving.metrics import Metrics
 from serving.settings import ServingSettings
+from serving.shadow import Shadow, ShadowJob
 from serving.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,11 @@ class Runtime:
                 self.forwarder, slots=settings.backend_workers, max_rows=settings.batch_max_rows,
                 max_wait_seconds=settings.batch_max_wait_ms / 1000, events=self.metrics,
             )  # fmt: skip
+        self.shadow: Shadow | None = None
+        if settings.shadow is not None:
+            self.shadow = Shadow(
+                settings, client=client, forwarder=self.forwarder, metrics=self.metrics, spool=self.spool
+            )
         self.dropped_records = 0
         # Reads of the log store get their own threads: a hanging database must not starve the
         # registry follower, which shares asyncio's default executor.
@@ -95,6 +101,13 @@ class Runtime:
         self.writer.start()
         await self.checker.start()
         await self.supervisor.start()
+        if self.shadow is not None:
+            await self.shadow.start()
+
+    def shadow_later(self, job: ShadowJob) -> None:
+        """Hand an answered request to the challenger (run once the answer has left)."""
+        if self.shadow is not None:
+            self.shadow.offer(job)
 
     async def forward(
         self, body: bytes, content_type: str, payload: dict[str, Any] | None = None
@@ -208,6 +221,8 @@ class Runtime:
 
     async def close(self) -> None:
         """Stop following, stop every backend, write the queued rows, release the spool."""
+        if self.shadow is not None:
+            await self.shadow.close()
         if self.batcher is not None:
             await self.batcher.close()
         await self.supervisor.close()

@@ -16,12 +16,14 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
+from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
 
 from logstore.errors import LogStoreError
 from serving.auth import identify
 from serving.errors import BadRequest, ClientClosed, PayloadTooLarge, ServingError, Unavailable, from_store
 from serving.runtime import Runtime
+from serving.shadow import ShadowJob
 from serving.upstream import translate
 from serving.validation import JSON_TYPE
 
@@ -135,4 +137,8 @@ async def score(request: Request, runtime: Runtime, endpoint: str, make_body: Bo
     if error is not None or answer is None or backend is None:
         return error_response(error or Unavailable("no answer"), headers)
     headers["X-Model-Version"] = str(backend.info.version)
-    return Response(answer, 200, media_type=JSON_TYPE, headers=headers)
+    shadow = None
+    if runtime.shadow is not None:  # Runs after the answer has been sent.
+        job = ShadowJob(request_id, body.raw, body.content_type, body.payload)
+        shadow = BackgroundTask(runtime.shadow_later, job)
+    return Response(answer, 200, media_type=JSON_TYPE, headers=headers, background=shadow)

@@ -41,6 +41,17 @@ class ServingSettings(LogStoreSettings):
     batch_max_wait_ms: float = Field(
         default=0.0, ge=0, le=1000, description="extra wait for more requests to merge; 0: none"
     )
+    shadow: str | None = Field(
+        default=None,
+        min_length=1,
+        description="alias of a challenger that scores every answered request again, after the answer "
+        "(e.g. staging); its answers go to the log's shadow_predictions; none: off",
+    )
+    shadow_queue: int = Field(
+        default=1000,
+        ge=1,
+        description="requests waiting to be shadowed at most; beyond, they are not (counted)",
+    )
     drain_seconds: float = Field(default=60.0, ge=0, description="grace for a replaced backend's requests")
     spool_dir: Path = Field(default=Path(".serving-spool"), description="local write-ahead log of rows")
     spool_max_bytes: int = Field(default=512 * 2**20, gt=0, description="bound on the spool's size")
@@ -69,6 +80,8 @@ class ServingSettings(LogStoreSettings):
             raise ValueError("give either alias or stage, not both")
         if not self.alias and not self.stage:
             self.alias = "production"
+        if self.shadow is not None and self.shadow == self.alias:
+            raise ValueError(f"shadow: the challenger @{self.shadow} is the version served")
         return self
 
     @property

@@ -27,7 +27,13 @@ class Supervisor:
     """Starts the backend, restarts it when it dies, and moves to a new version without downtime."""
 
     def __init__(
-        self, settings: ServingSettings, *, client: MlflowClient, forwarder: Forwarder, metrics: Metrics
+        self,
+        settings: ServingSettings,
+        *,
+        client: MlflowClient,
+        forwarder: Forwarder,
+        metrics: Metrics,
+        state_file: str = STATE_FILE,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -40,7 +46,7 @@ class Supervisor:
         self._retiring: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._started: list[int] = []
-        self.state_path = settings.spool_dir / STATE_FILE
+        self.state_path = settings.spool_dir / state_file
 
     def _publish(self) -> None:
         """Write which backend serves now (version, URL, pid) and every pid started, atomically."""
@@ -62,6 +68,12 @@ class Supervisor:
         self.not_ready = None
         self._publish()
         self._follower = asyncio.create_task(self._follow(), name="registry-follower")
+
+    def follow(self) -> None:
+        """Follow the registry without a first backend: one starts once the target names a version."""
+        self.not_ready = f"waiting for models:/{self.settings.model}{self.settings.target}"
+        self._follower = asyncio.create_task(self._follow(), name="registry-follower")
+        self._wake.set()
 
     def wake(self) -> None:
         """Check at once rather than at the next poll (a forward failed: the backend may be dead)."""
