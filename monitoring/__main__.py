@@ -1,7 +1,8 @@
-"""python -m monitoring drift | outcomes: drift reports and observed outcomes from the prediction log.
+"""python -m monitoring drift | compare | outcomes: drift, champion against challenger, observed outcomes.
 
 Exit status of `drift`: 0 no drift, 1 drift found (for a scheduler to alert on), 2 the report could
-not be made (bad option, unknown model, too few logged rows, unreachable log store).
+not be made (bad option, unknown model, too few logged rows, unreachable log store). Of `compare`:
+0 no objection to the challenger, 1 objection, 2 not enough data (or a bad option, as `drift`).
 """
 
 from __future__ import annotations
@@ -11,19 +12,24 @@ import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from mlflow.tracking import MlflowClient
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from logstore.database import first_line, make_engine, safe_url
 from logstore.errors import LogStoreError
 from logstore.settings import LogStoreSettings
-from monitoring import job, outcomes, reference
+from monitoring import compare_job, job, outcomes, reference
+from monitoring.challenger import CompareThresholds
 from monitoring.drift import Thresholds
 from monitoring.errors import MonitoringError
 from registry_scripts.access import configure_mlflow
 from registry_scripts.cli import fail, problems
+
+T = TypeVar("T", bound=BaseModel)
 
 
 def _version(text: str) -> int | None:
@@ -59,6 +65,15 @@ def _parser() -> argparse.ArgumentParser:
     for name, field in Thresholds.model_fields.items():
         report.add_argument(f"--{name.replace('_', '-')}", dest=name, type=field.annotation,  # type: ignore[arg-type]
                             help=f"{field.description} (default {field.default})")  # fmt: skip
+    versus = commands.add_parser("compare", help="the served version against the challenger that shadowed it")
+    versus.add_argument("--model", required=True, help="registered model name")
+    versus.add_argument("--since", type=_time, help="first logged time to include (ISO 8601; UTC if naive)")
+    versus.add_argument("--until", type=_time, help="logged times before this (ISO 8601)")
+    versus.add_argument("--out", type=Path, default=Path("reports"), help="report folder (default reports/)")
+    versus.add_argument("--database-url", help="log store (default: DATABASE_URL, else sqlite:///serving.db)")
+    for name, field in CompareThresholds.model_fields.items():
+        versus.add_argument(f"--{name.replace('_', '-')}", dest=name, type=field.annotation,  # type: ignore[arg-type]
+                            help=f"{field.description} (default {field.default})")  # fmt: skip
     imports = commands.add_parser("outcomes", help="import observed labels from a CSV file")
     imports.add_argument("--model", required=True, help="registered model name")
     imports.add_argument(
@@ -70,20 +85,61 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _said(compared: compare_job.CompareOutcome) -> int:
+    summary = compared.summary
+    print(f"report: {compared.directory / 'report.html'} (MLflow run {compared.run_id})")
+    reasons = "; ".join(summary["reasons"])
+    print(
+        f"{summary['model']} version {summary['challenger_version']} against version "
+        f"{summary['champion_version']} on {summary['rows']} rows: {summary['verdict']}"
+        + (f": {reasons}" if reasons else "")
+    )
+    return compared.exit_code
+
+
+def _options(args: argparse.Namespace, model: type[T]) -> T:
+    """A command's threshold options, validated; those not given keep their defaults."""
+    return model(
+        **{name: getattr(args, name) for name in model.model_fields if getattr(args, name) is not None}
+    )
+
+
+def _command(
+    args: argparse.Namespace, client: MlflowClient, engine: Engine, settings: LogStoreSettings
+) -> int:
+    """Run one command against the log store; its exit status."""
+    if args.command == "outcomes":
+        version = reference.resolve_version(client, args.model, None)
+        labels = reference.facts(client, args.model, version).labels
+        stored = outcomes.store(engine, args.csv, model=args.model, labels=labels, hmac_key=settings.hmac_key)
+        replaced = sum(1 for item in stored if item["replaced"] is not None)
+        print(f"stored {len(stored)} outcome(s) from {args.csv}; {replaced} replaced an earlier label")
+        return 0
+    if args.command == "compare":
+        compared = compare_job.run(
+            client, engine, model=args.model, since=args.since, until=args.until, out=args.out,
+            thresholds=args.thresholds,
+        )  # fmt: skip
+        return _said(compared)
+    outcome = job.run(
+        client, engine, model=args.model, version=args.version, since=args.since, until=args.until,
+        out=args.out, thresholds=args.thresholds,
+    )  # fmt: skip
+    summary = outcome.summary
+    print(f"report: {outcome.directory / 'report.html'} (MLflow run {outcome.run_id})")
+    print(f"{summary['rows']} rows of {summary['model']} version {summary['version']}: "
+          + (f"DRIFT in {', '.join(summary['drifted'])}" if summary["drift"] else "no drift"))  # fmt: skip
+    return 1 if summary["drift"] else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; errors are one line on stderr and exit status 2."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
     try:
         settings = LogStoreSettings(**({"database_url": args.database_url} if args.database_url else {}))
-        if args.command == "drift":
-            thresholds = Thresholds(
-                **{
-                    name: getattr(args, name)
-                    for name in Thresholds.model_fields
-                    if getattr(args, name) is not None
-                }
-            )
+        if args.command in {"drift", "compare"}:
+            args.thresholds = _options(args, Thresholds if args.command == "drift" else CompareThresholds)
     except ValidationError as exc:
         return fail(problems(exc, spell=lambda field: "--" + field.replace("_", "-")))
     configure_mlflow()
@@ -93,30 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     except LogStoreError as exc:
         return fail(exc.message)
     try:
-        if args.command == "outcomes":
-            version = reference.resolve_version(client, args.model, None)
-            labels = reference.facts(client, args.model, version).labels
-            stored = outcomes.store(
-                engine, args.csv, model=args.model, labels=labels, hmac_key=settings.hmac_key
-            )
-            replaced = sum(1 for item in stored if item["replaced"] is not None)
-            print(f"stored {len(stored)} outcome(s) from {args.csv}; {replaced} replaced an earlier label")
-            return 0
-        outcome = job.run(
-            client, engine, model=args.model, version=args.version, since=args.since, until=args.until,
-            out=args.out, thresholds=thresholds,
-        )  # fmt: skip
+        return _command(args, client, engine, settings)
     except MonitoringError as exc:
         return fail(exc.message)
     except SQLAlchemyError as exc:
         return fail(f"log store {safe_url(engine)}: {first_line(exc)}")
     finally:
         engine.dispose()
-    summary = outcome.summary
-    print(f"report: {outcome.directory / 'report.html'} (MLflow run {outcome.run_id})")
-    print(f"{summary['rows']} rows of {summary['model']} version {summary['version']}: "
-          + (f"DRIFT in {', '.join(summary['drifted'])}" if summary["drift"] else "no drift"))  # fmt: skip
-    return 1 if summary["drift"] else 0
 
 
 if __name__ == "__main__":

@@ -149,7 +149,7 @@ def run(
     directory = out / f"{model}-v{version}-{created.strftime('%Y%m%dT%H%M%SZ')}"
     directory.mkdir(parents=True, exist_ok=True)
     # Checked against the contract serving reads back (`GET /drift`) before anything is written.
-    summary = DriftSummary.model_validate(_finite(summary)).model_dump(mode="json", exclude={"run_id"})
+    summary = DriftSummary.model_validate(finite(summary)).model_dump(mode="json", exclude={"run_id"})
     (directory / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
     (directory / "report.html").write_text(
         render(
@@ -165,14 +165,14 @@ def run(
     return DriftOutcome(summary, directory, run_id)
 
 
-def _finite(value: Any) -> Any:
+def finite(value: Any) -> Any:
     """The summary with NaN and infinities (an undefined statistic) as null, so it stays JSON."""
     if isinstance(value, float):
         return value if np.isfinite(value) else None
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {key: finite(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_finite(item) for item in value]
+        return [finite(item) for item in value]
     return value
 
 

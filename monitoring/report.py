@@ -31,11 +31,23 @@ td:first-child,th:first-child{text-align:left}tr.drift{background:#fde2e1}
 """
 
 
-def _png(figure: Figure) -> str:
+def png(figure: Figure) -> str:
+    """A figure as an inlined PNG <img> tag."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
     plt.close(figure)
     return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+
+
+def paired_scores_plot(served: np.ndarray, challenger: np.ndarray, labels: tuple[str, str]) -> str:
+    """Each row's two scores, one against the other, with the diagonal where they agree."""
+    figure, axes = plt.subplots(figsize=(5, 5))
+    axes.scatter(served, challenger, s=6, alpha=0.5)
+    axes.plot([0, 1], [0, 1], color="grey", linewidth=1)
+    axes.set_xlabel(labels[0])
+    axes.set_ylabel(labels[1])
+    axes.set_title("scores of the same rows")
+    return png(figure)
 
 
 def _feature_plot(name: str, reference: pd.Series, current: pd.Series, numeric: bool) -> str:
@@ -58,7 +70,7 @@ def _feature_plot(name: str, reference: pd.Series, current: pd.Series, numeric: 
         shares.head(10).plot.bar(ax=axis, rot=30)
     axis.set_title(name, fontsize=10)
     axis.legend(fontsize=7)
-    return _png(figure)
+    return png(figure)
 
 
 def _scores_plot(reference: np.ndarray, current: np.ndarray) -> str:
@@ -68,7 +80,7 @@ def _scores_plot(reference: np.ndarray, current: np.ndarray) -> str:
     axis.hist(current, bins=bins, density=True, alpha=0.5, label="logged")
     axis.set_xlabel("score")
     axis.legend(fontsize=8)
-    return _png(figure)
+    return png(figure)
 
 
 def _over_time_plot(rates: list[dict[str, Any]]) -> str:
@@ -80,7 +92,7 @@ def _over_time_plot(rates: list[dict[str, Any]]) -> str:
     axis.set_ylim(0, 1)
     axis.legend(fontsize=8)
     figure.autofmt_xdate()
-    return _png(figure)
+    return png(figure)
 
 
 def _explanation_plot(explanations: list[dict[str, Any]]) -> str:
@@ -89,7 +101,7 @@ def _explanation_plot(explanations: list[dict[str, Any]]) -> str:
     figure, axis = plt.subplots(figsize=(7, 4))
     top[["reference_share", "current_share"]].iloc[::-1].plot.barh(ax=axis)
     axis.set_xlabel("share of mean |SHAP|")
-    return _png(figure)
+    return png(figure)
 
 
 def _calibration_plot(calibration: list[dict[str, Any]]) -> str:
@@ -99,7 +111,7 @@ def _calibration_plot(calibration: list[dict[str, Any]]) -> str:
     axis.plot(frame["mean_score"], frame["observed_rate"], marker="o")
     axis.set_xlabel("mean score")
     axis.set_ylabel("observed positive rate")
-    return _png(figure)
+    return png(figure)
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str], flag: str | None = None) -> str:

@@ -147,7 +147,7 @@ def _apply(
             reason=reason,
             extra=extra,
         )
-        if change.stage == "Production":
+        if change.stage == "Production" and manual:
             mark_production(client, name, change.after, previous=change.before, via="by hand")
     for number in {*change.archive, *([change.before] if change.before is not None else [])} - {change.after}:
         if number in by_number:

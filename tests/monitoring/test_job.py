@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from monitoring.job import _finite
+from monitoring.job import finite
 
 
 def test_undefined_statistics_become_null() -> None:
     summary = {"psi": float("nan"), "features": [{"p": float("inf"), "n": 3}], "name": "x"}
-    assert _finite(summary) == {"psi": None, "features": [{"p": None, "n": 3}], "name": "x"}
-    json.dumps(_finite(summary), allow_nan=False)
+    assert finite(summary) == {"psi": None, "features": [{"p": None, "n": 3}], "name": "x"}
+    json.dumps(finite(summary), allow_nan=False)

@@ -1,0 +1,183 @@
+"""Champion against challenger on the same logged rows: pure functions of both versions' answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+from scipy.stats import ks_2samp, rankdata
+from sklearn.metrics import brier_score_loss
+
+from monitoring.drift import numeric_psi
+
+TOP_REASONS = 3
+MAX_FLIPS_SHOWN = 50  # Flipped rows listed in the summary, with both versions' reasons.
+
+
+class CompareThresholds(BaseModel):
+    """When the comparison has enough data, and when it objects."""
+
+    min_rows: int = Field(default=100, ge=1, description="fewer shadowed rows: not enough data (exit 2)")
+    max_flip_rate: float = Field(default=0.10, ge=0, le=1, description="more decisions flipped: objection")
+    min_labelled: int = Field(default=100, ge=10, description="labelled rows needed to compare realised AUC")
+    auc_tolerance: float = Field(
+        default=0.01, ge=0, description="challenger's realised AUC may be this lower"
+    )
+    bootstrap: int = Field(default=1000, ge=100, le=100_000, description="paired bootstrap rounds")
+    seed: int = Field(default=0, description="seed of the bootstrap")
+
+
+def roc_auc(y: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC by ranks (ties count half), the Mann-Whitney form."""
+    positives = int(y.sum())
+    negatives = len(y) - positives
+    ranks = rankdata(scores)
+    return float((ranks[y == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def paired_auc_difference(
+    y: np.ndarray, champion: np.ndarray, challenger: np.ndarray, *, rounds: int, seed: int
+) -> dict[str, float]:
+    """Challenger's AUC minus champion's on the same rows, with a 95% paired percentile bootstrap interval."""
+    rng = np.random.default_rng(seed)
+    differences = []
+    for _ in range(rounds):
+        pick = rng.integers(0, len(y), len(y))
+        sample = y[pick]
+        if 0 < sample.sum() < len(sample):  # A resample with one class has no AUC.
+            differences.append(roc_auc(sample, challenger[pick]) - roc_auc(sample, champion[pick]))
+    low, high = np.percentile(differences, [2.5, 97.5])
+    return {
+        "difference": roc_auc(y, challenger) - roc_auc(y, champion),
+        "low": float(low),
+        "high": float(high),
+        "rounds": len(differences),
+    }
+
+
+def top_reasons(contributions: dict[str, float] | None, k: int = TOP_REASONS) -> list[str]:
+    """The k features with the largest |contribution|."""
+    if not contributions:
+        return []
+    return [name for name, _ in sorted(contributions.items(), key=lambda item: -abs(item[1]))[:k]]
+
+
+def _percentiles(values: pd.Series) -> dict[str, float | None]:
+    found = values.dropna().to_numpy(dtype=float)
+    if not len(found):
+        return {"p50": None, "p99": None}
+    return {"p50": float(np.percentile(found, 50)), "p99": float(np.percentile(found, 99))}
+
+
+def _realised(
+    y: np.ndarray, scores: np.ndarray, flagged: np.ndarray, costs: dict[str, float]
+) -> dict[str, float]:
+    missed = np.sum((y == 1) & ~flagged)
+    alarms = np.sum((y == 0) & flagged)
+    return {
+        "roc_auc": roc_auc(y, scores),
+        "brier": float(brier_score_loss(y, scores, labels=[0, 1])),
+        "business_cost_per_case": float(
+            (costs["false_negative"] * missed + costs["false_positive"] * alarms) / len(y)
+        ),
+    }
+
+
+def compare(rows: pd.DataFrame, *, costs: dict[str, float], thresholds: CompareThresholds) -> dict[str, Any]:
+    """Agreement, score shift, reasons, latency, errors and (with outcomes) realised metrics of both versions.
+
+    `rows`: one per shadowed row, with `score`, `threshold`, `contributions`, `upstream_ms` of the champion,
+    the same with a `shadow_` prefix for the challenger (and `shadow_error`, `shadow_latency_ms`), and
+    `actual` (the observed outcome, or missing).
+    """
+    failed = rows["shadow_error"].notna()
+    answered = rows[~failed]
+    summary: dict[str, Any] = {
+        "rows": len(answered),
+        "shadow_errors": int(failed.sum()),
+        "latency_ms": {
+            "champion": _percentiles(rows.drop_duplicates("request_id")["upstream_ms"]),
+            "challenger": _percentiles(rows.drop_duplicates("request_id")["shadow_latency_ms"]),
+        },
+    }
+    if len(answered) < thresholds.min_rows:
+        summary["verdict"] = "not enough data"
+        summary["reasons"] = [
+            f"{len(answered)} shadowed rows answered, {thresholds.min_rows} needed (--min-rows)"
+        ]
+        return summary
+    champion = answered["score"].to_numpy(dtype=float)
+    challenger = answered["shadow_score"].to_numpy(dtype=float)
+    flagged = champion >= answered["threshold"].to_numpy(dtype=float)
+    shadow_flagged = challenger >= answered["shadow_threshold"].to_numpy(dtype=float)
+    reasons = [
+        len(set(top_reasons(a)) & set(top_reasons(b))) / TOP_REASONS
+        for a, b in zip(answered["contributions"], answered["shadow_contributions"], strict=True)
+    ]
+    summary.update(
+        {
+            "decisions": {
+                "agreement": float(np.mean(flagged == shadow_flagged)),
+                "flip_rate": float(np.mean(flagged != shadow_flagged)),
+                "flagged_only_by_challenger": int(np.sum(~flagged & shadow_flagged)),
+                "flagged_only_by_champion": int(np.sum(flagged & ~shadow_flagged)),
+                "champion_flag_rate": float(flagged.mean()),
+                "challenger_flag_rate": float(shadow_flagged.mean()),
+            },
+            "scores": {
+                "ks": float(ks_2samp(champion, challenger).statistic),
+                "psi": numeric_psi(champion, challenger, bins=10),
+                "mean_abs_difference": float(np.mean(np.abs(champion - challenger))),
+            },
+            "top_reasons": {
+                "mean_overlap": float(np.mean(reasons)),
+                "identical_share": float(np.mean(np.array(reasons) == 1.0)),
+            },
+        }
+    )
+    flips = answered[flagged != shadow_flagged].head(MAX_FLIPS_SHOWN)
+    summary["flipped"] = [
+        {
+            "request_id": str(row.request_id),
+            "row_index": int(row.row_index),
+            "score": float(row.score),
+            "shadow_score": float(row.shadow_score),
+            "reasons": top_reasons(row.contributions),
+            "shadow_reasons": top_reasons(row.shadow_contributions),
+        }
+        for row in flips.itertuples()
+    ]
+    objections = []
+    if summary["shadow_errors"]:
+        objections.append(f"{summary['shadow_errors']} shadow calls failed")
+    flip_rate = summary["decisions"]["flip_rate"]
+    if flip_rate > thresholds.max_flip_rate:
+        objections.append(f"flip rate {flip_rate:.3f} over {thresholds.max_flip_rate}")
+    labelled = answered.dropna(subset=["actual"])
+    summary["labelled"] = len(labelled)
+    y = labelled["actual"].to_numpy(dtype=int)
+    if len(labelled) >= thresholds.min_labelled and 0 < y.sum() < len(y):
+        lab_champion = labelled["score"].to_numpy(dtype=float)
+        lab_challenger = labelled["shadow_score"].to_numpy(dtype=float)
+        summary["realised"] = {
+            "champion": _realised(
+                y, lab_champion, lab_champion >= labelled["threshold"].to_numpy(float), costs
+            ),
+            "challenger": _realised(
+                y, lab_challenger, lab_challenger >= labelled["shadow_threshold"].to_numpy(float), costs
+            ),
+            "auc_difference": paired_auc_difference(
+                y, lab_champion, lab_challenger, rounds=thresholds.bootstrap, seed=thresholds.seed
+            ),
+        }
+        difference = summary["realised"]["auc_difference"]["difference"]
+        if difference < -thresholds.auc_tolerance:
+            objections.append(
+                f"realised ROC AUC {difference:+.4f} against the champion's "
+                f"(tolerance {thresholds.auc_tolerance})"
+            )
+    summary["verdict"] = "objection" if objections else "no objection"
+    summary["reasons"] = objections
+    return summary

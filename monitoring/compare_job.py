@@ -1,0 +1,161 @@
+"""The compare job: the served version against the challenger that shadowed it, reported three ways."""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.environment_variables import MLFLOW_RUN_ID
+from mlflow.tracking import MlflowClient
+from sqlalchemy import Engine
+
+from monitoring import logged, reference
+from monitoring.challenger import CompareThresholds, compare
+from monitoring.errors import MonitoringError
+from monitoring.job import finite
+from monitoring.report import STYLE, paired_scores_plot
+
+EXIT_CODES = {"no objection": 0, "objection": 1, "not enough data": 2}
+
+
+@dataclass(frozen=True)
+class CompareOutcome:
+    """The summary, where its files are, and the MLflow run that holds them."""
+
+    summary: dict[str, Any]
+    directory: Path
+    run_id: str
+
+    @property
+    def exit_code(self) -> int:
+        """0 no objection, 1 objection, 2 not enough data."""
+        return EXIT_CODES[self.summary["verdict"]]
+
+
+def _pair(rows: pd.DataFrame, model: str) -> tuple[int, int, pd.DataFrame]:
+    """The (served, challenger) pair of versions with the most shadowed rows, and those rows."""
+    if rows.empty:
+        raise MonitoringError(f"model {model!r} has no shadowed rows in the window (serve with --shadow)")
+    sizes = rows.groupby(["model_version", "shadow_version"]).size().sort_values()
+    champion, challenger = (int(number) for number in sizes.index[-1])
+    chosen = rows[(rows["model_version"] == champion) & (rows["shadow_version"] == challenger)]
+    return champion, challenger, chosen
+
+
+def run(
+    client: MlflowClient,
+    engine: Engine,
+    *,
+    model: str,
+    since: datetime | None,
+    until: datetime | None,
+    out: Path,
+    thresholds: CompareThresholds,
+) -> CompareOutcome:
+    """Compare, write the HTML report and JSON summary, and log both to a run on the challenger."""
+    rows = logged.shadowed(engine, model_name=model, since=since, until=until)
+    champion, challenger, rows = _pair(rows, model)
+    facts = reference.facts(client, model, champion)
+    challenger_facts = reference.facts(client, model, challenger)
+    created = datetime.now(UTC)
+    summary: dict[str, Any] = {
+        "model": model,
+        "champion_version": champion,
+        "challenger_version": challenger,
+        "created_at": created.isoformat(timespec="seconds"),
+        "window": {
+            "since": since.isoformat() if since else None,
+            "until": until.isoformat() if until else None,
+            "first": pd.Timestamp(rows["received_at"].min()).isoformat(),
+            "last": pd.Timestamp(rows["received_at"].max()).isoformat(),
+        },
+        "thresholds": thresholds.model_dump(),
+        **compare(rows, costs=facts.costs, thresholds=thresholds),
+    }
+    summary = finite(summary)
+    directory = out / f"{model}-v{challenger}-vs-v{champion}-{created.strftime('%Y%m%dT%H%M%SZ')}"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
+    (directory / "report.html").write_text(_render(summary, rows), encoding="utf-8")
+    return CompareOutcome(summary, directory, _log_run(summary, directory, challenger_facts.experiment_id))
+
+
+def _render(summary: dict[str, Any], rows: pd.DataFrame) -> str:
+    """One offline page: the verdict, the figures, the score scatter and the flipped rows."""
+    verdict = summary["verdict"]
+    why = "; ".join(summary["reasons"]) or "every check passed"
+    parts = [
+        f"<h1>{html.escape(summary['model'])}: version {summary['challenger_version']} (challenger) "
+        f"against version {summary['champion_version']} (served)</h1>",
+        f"<p>{summary['rows']} shadowed rows answered, logged from {summary['window']['first']} "
+        f"to {summary['window']['last']}</p>",
+        f'<p class="verdict {"good" if verdict == "no objection" else "bad"}">{html.escape(verdict)}: '
+        f"{html.escape(why)}</p>",
+    ]
+    for section in ("decisions", "scores", "top_reasons", "latency_ms", "realised"):
+        if section in summary:
+            body = html.escape(json.dumps(summary[section], indent=2))
+            parts.append(f"<h2>{section.replace('_', ' ')}</h2><pre>{body}</pre>")
+    answered = rows[rows["shadow_error"].isna()]
+    if not answered.empty:
+        plot = paired_scores_plot(
+            answered["score"].to_numpy(dtype=float),
+            answered["shadow_score"].to_numpy(dtype=float),
+            (
+                f"served version {summary['champion_version']}",
+                f"challenger version {summary['challenger_version']}",
+            ),
+        )
+        parts.append(f"<h2>scores</h2>{plot}")
+    flips = summary.get("flipped", [])
+    if flips:
+        lines = "".join(
+            f"<tr><td>{f['request_id']}</td><td>{f['row_index']}</td><td>{f['score']:.3f}</td>"
+            f"<td>{f['shadow_score']:.3f}</td><td>{html.escape(', '.join(f['reasons']))}</td>"
+            f"<td>{html.escape(', '.join(f['shadow_reasons']))}</td></tr>"
+            for f in flips
+        )
+        parts.append(
+            "<h2>rows whose decision flips</h2><table><tr><th>request</th><th>row</th><th>served score</th>"
+            "<th>challenger score</th><th>served reasons</th><th>challenger reasons</th></tr>"
+            f"{lines}</table>"
+        )
+    return f"<!doctype html><meta charset=utf-8><title>compare</title><style>{STYLE}</style>{''.join(parts)}"
+
+
+def _log_run(summary: dict[str, Any], directory: Path, experiment_id: str) -> str:
+    metrics = {
+        "rows": summary["rows"],
+        "shadow_errors": summary["shadow_errors"],
+        **{f"decisions.{k}": v for k, v in summary.get("decisions", {}).items()},
+        **{f"scores.{k}": v for k, v in summary.get("scores", {}).items()},
+        **{f"top_reasons.{k}": v for k, v in summary.get("top_reasons", {}).items()},
+    }
+    realised = summary.get("realised", {})
+    for side in ("champion", "challenger"):
+        metrics.update({f"realised.{side}.{k}": v for k, v in realised.get(side, {}).items()})
+    metrics.update({f"realised.auc_difference.{k}": v for k, v in realised.get("auc_difference", {}).items()})
+    experiment = None if MLFLOW_RUN_ID.get() else experiment_id
+    with mlflow.start_run(
+        experiment_id=experiment,
+        run_name=f"compare-{summary['model']}-v{summary['challenger_version']}-vs-v{summary['champion_version']}",
+    ) as run:
+        mlflow.set_tags(
+            {
+                "monitoring": "compare",
+                "model_name": summary["model"],
+                "model_version": str(summary["challenger_version"]),
+                "champion_version": str(summary["champion_version"]),
+                "verdict": summary["verdict"],
+            }
+        )
+        mlflow.log_params({f"threshold.{k}": v for k, v in summary["thresholds"].items()})
+        mlflow.log_metrics({key: float(value) for key, value in metrics.items() if value is not None})
+        mlflow.log_artifacts(str(directory), "compare_report")
+        return str(run.info.run_id)
