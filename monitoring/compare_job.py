@@ -133,6 +133,7 @@ def _log_run(summary: dict[str, Any], directory: Path, experiment_id: str) -> st
     metrics = {
         "rows": summary["rows"],
         "shadow_errors": summary["shadow_errors"],
+        "labelled": summary.get("labelled", 0),
         **{f"decisions.{k}": v for k, v in summary.get("decisions", {}).items()},
         **{f"scores.{k}": v for k, v in summary.get("scores", {}).items()},
         **{f"top_reasons.{k}": v for k, v in summary.get("top_reasons", {}).items()},

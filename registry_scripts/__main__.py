@@ -7,7 +7,7 @@ import getpass
 import os
 import signal
 import sys
-import time
+import threading
 import warnings
 
 from mlflow.exceptions import MlflowException
@@ -151,9 +151,10 @@ def _sync(client: MlflowClient, name: str, every: float) -> int:
         _sync_once(client, name)
         print(f"{name}: aliases and stages in step")
         return 0
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    stop = threading.Event()  # SIGTERM ends the loop after the round in hand, never half-way through one.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     reported = ""
-    while True:
+    while not stop.is_set():
         try:
             _sync_once(client, name)
             reported = ""
@@ -163,7 +164,8 @@ def _sync(client: MlflowClient, name: str, every: float) -> int:
                 reported = str(exc)
         except MlflowException as exc:
             print(f"error: the registry refused the request: {exc.message}", file=sys.stderr, flush=True)
-        time.sleep(every)
+        stop.wait(every)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from registry_scripts import access
 from registry_scripts.registry import Version
 
 METRIC = "holdout_roc_auc"
@@ -18,6 +21,13 @@ CV_METRIC = "cv_roc_auc"
 BASELINE_CV_METRIC = "baseline_cv_roc_auc"
 BASELINE_TOLERANCE_TAG = "baseline_tolerance"  # Written by training with the config's tolerance.
 DEFAULT_BASELINE_TOLERANCE = 0.01
+# The live-shadow gate's limits when training tagged none (training's `promotion:` config).
+SHADOW_POLICY = {
+    "min_shadow_rows": 500.0,
+    "max_flip_rate": 0.10,
+    "min_labelled": 100.0,
+    "auc_tolerance": 0.01,
+}
 ADDITIVITY_TOLERANCE = 1e-4
 
 
@@ -136,4 +146,74 @@ def check_baseline(client: MlflowClient, candidate: Version) -> GateResult:
         tolerance,
         against="the logistic baseline's",
         worse="below it by more than",
+    )
+
+
+def _promotion_policy(candidate: Version) -> dict[str, float]:
+    """The live-shadow gate's limits, as training tagged them on the version (defaults otherwise)."""
+    policy = dict(SHADOW_POLICY)
+    for key in policy:
+        with contextlib.suppress(ValueError, KeyError):
+            policy[key] = float(candidate.tags[f"promotion.{key}"])
+    return policy
+
+
+def latest_comparison(client: MlflowClient, name: str, candidate: Version) -> Run | None:
+    """The newest `python -m monitoring compare` run of this version as the challenger."""
+    if not candidate.run_id:
+        return None
+    try:
+        experiment = client.get_run(candidate.run_id).info.experiment_id
+        found = client.search_runs(
+            [experiment],
+            f"tags.monitoring = 'compare' and tags.model_name = {access.quoted(name)} "
+            f"and tags.model_version = '{candidate.number}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+    except (MlflowException, access.LookupFailed):
+        return None
+    return found[0] if found else None
+
+
+def check_live_shadow(
+    client: MlflowClient, name: str, candidate: Version, current: Version | None
+) -> GateResult:
+    """The candidate's shadow comparison against the production version: rows, errors, flips, realised AUC."""
+    gate = "live-shadow"
+    require = candidate.tags.get("promotion.require_shadow") == "true"
+    found = latest_comparison(client, name, candidate)
+    against = found.data.tags.get("champion_version") if found else None
+    if found is None or current is None or against != str(current.number):
+        missing = (
+            f"no shadow comparison of version {candidate.number} against production version "
+            f"{current.number if current else '(none)'}"
+            + (f" (the latest is against version {against})" if found else "")
+            + "; run `python -m monitoring compare` after shadowing it"
+        )
+        return GateResult(gate, not require, missing + ("; required by its config" if require else ""), True)
+    policy = _promotion_policy(candidate)
+    metrics = found.data.metrics
+    rows, errors = metrics.get("rows", 0.0), metrics.get("shadow_errors", 0.0)
+    flips, labelled = metrics.get("decisions.flip_rate", 1.0), metrics.get("labelled", 0.0)
+    problems = []
+    if rows < policy["min_shadow_rows"]:
+        problems.append(f"{rows:.0f} shadowed rows, {policy['min_shadow_rows']:.0f} needed")
+    if errors:
+        problems.append(f"{errors:.0f} shadow calls failed")
+    if flips > policy["max_flip_rate"]:
+        problems.append(f"flip rate {flips:.3f} over {policy['max_flip_rate']}")
+    difference = metrics.get("realised.auc_difference.difference")
+    if (
+        labelled >= policy["min_labelled"]
+        and difference is not None
+        and difference < -policy["auc_tolerance"]
+    ):
+        problems.append(f"realised ROC AUC {difference:+.4f} against production's")
+    figures = (
+        f"run {found.info.run_id}: {rows:.0f} rows, {errors:.0f} errors, flip rate {flips:.3f}, "
+        f"{labelled:.0f} labelled" + (f", AUC difference {difference:+.4f}" if difference is not None else "")
+    )
+    return GateResult(
+        gate, not problems, "; ".join(problems) + f" ({figures})" if problems else figures, True
     )

@@ -52,6 +52,16 @@ class SearchConfig(_Strict):
     baseline_tolerance: float = Field(default=0.01, ge=0.0, le=0.5)
 
 
+class PromotionConfig(_Strict):
+    """What the `live-shadow` gate asks of a candidate's comparison (`python -m monitoring compare`)."""
+
+    require_shadow: bool = False  # Without a comparison the gate refuses (not only warns); --force overrides.
+    min_shadow_rows: int = Field(default=500, ge=1)
+    max_flip_rate: float = Field(default=0.10, ge=0.0, le=1.0)
+    min_labelled: int = Field(default=100, ge=10)  # Labelled rows from which realised ROC AUC counts.
+    auc_tolerance: float = Field(default=0.01, ge=0.0, le=0.5)
+
+
 class UseCaseConfig(_Strict):
     """Everything that differs between two datasets."""
 
@@ -61,6 +71,7 @@ class UseCaseConfig(_Strict):
     data: DataConfig
     costs: CostConfig
     search: SearchConfig = SearchConfig()
+    promotion: PromotionConfig = PromotionConfig()
 
     @property
     def experiment_name(self) -> str:

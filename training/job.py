@@ -419,6 +419,8 @@ def _register(
     client.set_model_version_tag(config.model_name, version, "beats_baseline", str(baseline.beaten).lower())
     client.set_model_version_tag(config.model_name, version, "baseline_tolerance", str(baseline.tolerance))
     client.set_model_version_tag(config.model_name, version, "baseline_comparison", baseline.describe())
+    for key, value in config.promotion.model_dump().items():  # Read by the live-shadow gate.
+        client.set_model_version_tag(config.model_name, version, f"promotion.{key}", str(value).lower())
     for key in VERSION_TAG_METRICS:
         client.set_model_version_tag(config.model_name, version, key, f"{metrics[key]:.6f}")
     client.set_model_version_tag(config.model_name, version, "threshold", f"{metrics['threshold']:.6f}")

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from logstore import store
 from logstore.database import make_engine, migrate
 from monitoring.__main__ import main
+from registry_scripts.__main__ import main as registry_main
 from tests.conftest import register_again
 from training.job import TrainingOutcome
 
@@ -25,11 +26,21 @@ Answers = Callable[[pd.DataFrame], pd.DataFrame]
 
 @pytest.fixture
 def two_versions(client: MlflowClient, attrition: TrainingOutcome) -> str:
-    """A fresh model whose versions 1 (served) and 2 (challenger) are the session's attrition model."""
+    """A fresh model: version 1 promoted to production, version 2 (the challenger) in Staging."""
     name = f"versus-{uuid.uuid4().hex[:8]}"
     register_again(client, attrition, name)
     register_again(client, attrition, name)
+    assert registry_main(["promote", "--model", name, "--version", "1", "--to", "production"]) == 0
+    assert registry_main(["promote", "--model", name, "--version", "2", "--to", "staging"]) == 0
     return name
+
+
+def promote_challenger(name: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Promote version 2 to production; the exit status and what was said."""
+    capsys.readouterr()
+    status = registry_main(["promote", "--model", name, "--version", "2", "--to", "production"])
+    captured = capsys.readouterr()
+    return status, captured.out + captured.err
 
 
 def log_shadowed(
@@ -88,7 +99,7 @@ def answers(attrition_model: PyFuncModel, holdout: pd.DataFrame) -> pd.DataFrame
 
 def test_a_challenger_that_answers_alike_raises_no_objection(
     two_versions: str, postgres_url: str, holdout: pd.DataFrame, answers: pd.DataFrame,
-    *, client: MlflowClient, tmp_path: Path,
+    *, client: MlflowClient, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     log_shadowed(postgres_url, two_versions, holdout, answers, answers)
     status, summary = compare(postgres_url, two_versions, tmp_path)
@@ -106,11 +117,18 @@ def test_a_challenger_that_answers_alike_raises_no_objection(
     )
     assert len(runs) == 1 and runs[0].data.tags["verdict"] == "no objection"
     assert runs[0].data.metrics["decisions.flip_rate"] == 0.0
+    # The live-shadow gate needs 500 rows by default; the holdout has 294: the config's limit decides.
+    status, said = promote_challenger(two_versions, capsys)
+    assert status == 1 and "live-shadow: 294 shadowed rows, 500 needed" in said
+    client.set_model_version_tag(two_versions, "2", "promotion.min_shadow_rows", "200")
+    status, said = promote_challenger(two_versions, capsys)
+    assert status == 0 and "gate live-shadow: passed: run " in said and "flip rate 0.000" in said
 
 
 def test_a_challenger_with_shuffled_answers_is_objected_to(
-    two_versions: str, postgres_url: str, holdout: pd.DataFrame, answers: pd.DataFrame, tmp_path: Path
-) -> None:
+    two_versions: str, postgres_url: str, holdout: pd.DataFrame, answers: pd.DataFrame,
+    *, client: MlflowClient, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
     shuffled = answers.sample(frac=1.0, random_state=0).reset_index(drop=True)  # Answers to other rows.
     log_shadowed(postgres_url, two_versions, holdout, answers, shuffled)
     status, summary = compare(postgres_url, two_versions, tmp_path, "--bootstrap", "200")
@@ -119,6 +137,10 @@ def test_a_challenger_with_shuffled_answers_is_objected_to(
     auc = summary["realised"]["auc_difference"]
     assert auc["difference"] < -0.1 and auc["high"] < 0  # Clearly worse, and the interval says so.
     assert any("realised ROC AUC" in reason for reason in summary["reasons"])
+    client.set_model_version_tag(two_versions, "2", "promotion.min_shadow_rows", "200")
+    status, said = promote_challenger(two_versions, capsys)
+    assert status == 1 and "live-shadow: flip rate" in said and "realised ROC AUC" in said
+    assert str(client.get_model_version_by_alias(two_versions, "production").version) == "1"
 
 
 def test_too_few_rows_is_not_enough_data_and_no_shadow_is_a_clear_error(

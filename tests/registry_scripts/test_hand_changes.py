@@ -168,7 +168,9 @@ def test_beats_baseline_gate_refuses_a_version_worse_than_its_baseline(
     tags = client.get_model_version(model_name, worse).tags
     assert tags["gates.production"] == "forced past beats-baseline"
     gates = {g["gate"]: g["passed"] for g in history(client, model_name, worse)[-1]["gates"]}
-    assert gates == {"loads-and-explains": True, "holdout-roc-auc": True, "beats-baseline": False}
+    assert gates == {
+        "loads-and-explains": True, "holdout-roc-auc": True, "beats-baseline": False, "live-shadow": True
+    }  # fmt: skip
 
 
 def test_sync_every_mirrors_a_hand_move_as_a_sidecar(
@@ -192,3 +194,4 @@ def test_sync_every_mirrors_a_hand_move_as_a_sidecar(
     assert sidecar.returncode == 0, err
     assert f"mirrored: @production was moved by hand from version {first} to version {second}" in out
     assert client.get_model_version(model_name, first).current_stage == "Archived"
+    assert history(client, model_name, second)[-1]["recognised_by"] == "sync"  # The round was finished.
