@@ -20,6 +20,7 @@ from monitoring.challenger import CompareThresholds, compare
 from monitoring.errors import MonitoringError
 from monitoring.job import finite
 from monitoring.report import STYLE, paired_scores_plot
+from registry_scripts.reports import CompareSummary
 
 EXIT_CODES = {"no objection": 0, "objection": 1, "not enough data": 2}
 
@@ -78,7 +79,8 @@ def run(
         "thresholds": thresholds.model_dump(),
         **compare(rows, costs=facts.costs, thresholds=thresholds),
     }
-    summary = finite(summary)
+    # Checked against the contract serving reads back (`GET /challenger`) before anything is written.
+    summary = CompareSummary.model_validate(finite(summary)).model_dump(mode="json", exclude={"run_id"})
     directory = out / f"{model}-v{challenger}-vs-v{champion}-{created.strftime('%Y%m%dT%H%M%SZ')}"
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")

@@ -1,4 +1,4 @@
-"""The drift report as `python -m monitoring drift` logs it to MLflow, and serving reads it back."""
+"""Report summaries as `python -m monitoring drift` and `compare` log them, and serving reads them back."""
 
 from __future__ import annotations
 
@@ -43,3 +43,23 @@ class DriftSummary(BaseModel):
     over_time: Json
     explanations: list[dict[str, Json]]
     performance: dict[str, Json]  # Realised performance per model version with outcomes.
+
+
+class CompareSummary(BaseModel):
+    """A comparison's `summary.json`: the served version against the challenger that shadowed it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    run_id: str | None = None  # Not in the file: the run is made after it is written.
+    model: str
+    champion_version: int
+    challenger_version: int
+    created_at: str
+    window: DriftWindow
+    rows: int
+    verdict: str  # "no objection", "objection" or "not enough data".
+    reasons: list[str]
+    shadow_errors: int
+    latency_ms: dict[str, Json]
+    decisions: dict[str, Json] | None = None  # Absent with not enough data.
+    flipped: list[dict[str, Json]] = []  # Rows whose decision flips, with both versions' top reasons.

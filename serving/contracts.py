@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, PlainSerializer
 
-from registry_scripts.reports import DriftSummary
+from registry_scripts.reports import CompareSummary, DriftSummary
 
 # As the log store gives it back, offset and all (`+00:00`, not pydantic's `Z`): answers stay as before.
 Moment = Annotated[datetime, PlainSerializer(lambda moment: moment.isoformat(), return_type=str)]
@@ -128,6 +128,12 @@ class Recorded(BaseModel):
     label: str
     replaced: str | None
     message: str
+
+
+class ChallengerReport(CompareSummary):
+    """`GET /challenger`: the latest comparison's summary and its run (`python -m monitoring compare`)."""
+
+    run_id: str
 
 
 class DriftReport(DriftSummary):

@@ -1,4 +1,4 @@
-"""The Streamlit script: score an entity and see why, look back at the log, read the drift summary."""
+"""The Streamlit script: score an entity and see why, the log, drift and the challenger."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ui.client import ApiError, Proxy
 from ui.settings import UiSettings
 from ui.words import colour, drivers, entity_noun, form_default, outcome_words
 
-PAGES = ("Score", "History", "Drift")
+PAGES = ("Score", "History", "Drift", "Challenger")
 
 
 def _typed(value: Any, kind: str) -> Any:
@@ -176,6 +176,50 @@ def drift_page(proxy: Proxy, model: dict[str, Any]) -> None:
     st.dataframe(features.sort_values("psi", ascending=False), hide_index=True)
 
 
+def challenger_page(proxy: Proxy, model: dict[str, Any]) -> None:
+    """The latest comparison of a challenger with the served version, and the rows whose decision flips."""
+    summary = proxy.challenger()
+    if summary is None:
+        st.info(
+            "No challenger comparison yet. Serve with `--shadow staging`, then run "
+            "`python -m monitoring compare --model ...`."
+        )
+        return
+    st.markdown(
+        f"Comparison of {summary['created_at']}: version {summary['challenger_version']} (challenger) "
+        f"against version {summary['champion_version']} (served) on {summary['rows']} rows."
+    )
+    verdict, why = summary["verdict"], "; ".join(summary["reasons"])
+    if verdict == "no objection":
+        st.success("No objection to the challenger.")
+    elif verdict == "objection":
+        st.error(f"Objection: {why}")
+    else:
+        st.info(f"Not enough data: {why}")
+    decisions = summary.get("decisions") or {}
+    if decisions:
+        columns = st.columns(3)
+        columns[0].metric("Decisions that flip", f"{decisions['flip_rate']:.1%}")
+        columns[1].metric("Flagged only by the challenger", decisions["flagged_only_by_challenger"])
+        columns[2].metric("Flagged only by the served version", decisions["flagged_only_by_champion"])
+    flipped = summary.get("flipped") or []
+    if flipped:
+        st.subheader("Rows whose decision flips")
+        st.dataframe(
+            pd.DataFrame(
+                {
+                    "request": [row["request_id"] for row in flipped],
+                    "row": [row["row_index"] for row in flipped],
+                    "served score": [row["score"] for row in flipped],
+                    "challenger score": [row["shadow_score"] for row in flipped],
+                    "served reasons": [", ".join(row["reasons"]) for row in flipped],
+                    "challenger reasons": [", ".join(row["shadow_reasons"]) for row in flipped],
+                }
+            ),
+            hide_index=True,
+        )
+
+
 def main() -> None:
     """One run of the script."""
     st.set_page_config(page_title="Scores and reasons", layout="wide")
@@ -189,7 +233,13 @@ def main() -> None:
             st.sidebar.error("Service not ready: " + "; ".join(ready.get("reasons", [])))
         model = proxy.model()
         st.title(f"{model['name']}: {outcome_words(model)}")
-        {"Score": score_page, "History": history_page, "Drift": drift_page}[page](proxy, model)
+        pages = {
+            "Score": score_page,
+            "History": history_page,
+            "Drift": drift_page,
+            "Challenger": challenger_page,
+        }
+        pages[page](proxy, model)
     except ApiError as exc:
         st.error(exc.message)
 

@@ -104,8 +104,15 @@ class Proxy:
 
     def drift(self) -> dict[str, Any] | None:
         """The latest drift summary, or None when there is none yet."""
+        return self._report("/drift")
+
+    def challenger(self) -> dict[str, Any] | None:
+        """The latest comparison of a challenger with the served version, or None when there is none yet."""
+        return self._report("/challenger")
+
+    def _report(self, path: str) -> dict[str, Any] | None:
         try:
-            body: dict[str, Any] = self._call("GET", "/drift").json()
+            body: dict[str, Any] = self._call("GET", path).json()
         except ApiError as exc:
             if exc.status == 404:
                 return None

@@ -132,7 +132,8 @@ def test_feedback_needs_a_key_and_a_json_object(proxy: Proxy, scored: dict[str, 
     assert send(proxy, [body]).status_code == 400
 
 
-def test_drift_is_a_404_until_a_report_exists(proxy: Proxy) -> None:
-    answer = httpx.get(f"{proxy.url}/drift", headers=HEADERS, timeout=30)
+@pytest.mark.parametrize(("path", "kind"), [("/drift", "drift"), ("/challenger", "compare")])
+def test_reports_are_a_404_until_one_exists(proxy: Proxy, path: str, kind: str) -> None:
+    answer = httpx.get(f"{proxy.url}{path}", headers=HEADERS, timeout=30)
     assert answer.status_code == 404
-    assert "no drift report" in answer.json()["message"]
+    assert f"no {kind} report" in answer.json()["message"]

@@ -23,6 +23,7 @@ OPERATIONS = [
     ("GET", "/metrics"),
     ("GET", "/model"),
     ("GET", "/drift"),
+    ("GET", "/challenger"),
     ("POST", "/invocations"),
     ("POST", "/predict/by-id/{entity_id}"),
     ("POST", "/feedback"),

@@ -17,8 +17,10 @@ from serving.runtime import Runtime
 from tests.serving.test_fuzz import OPERATIONS, fuzz_operation
 
 EXAMPLES = 50
-# GET /drift reads the latest drift report from MLflow's tracking server; test_fuzz.py covers it.
-IN_PROCESS = [operation for operation in OPERATIONS if operation != ("GET", "/drift")]
+# GET /drift and /challenger read the latest reports from MLflow's tracking server; test_fuzz.py covers them.
+IN_PROCESS = [
+    operation for operation in OPERATIONS if operation not in {("GET", "/drift"), ("GET", "/challenger")}
+]
 
 
 @pytest.fixture

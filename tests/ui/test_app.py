@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import Engine
+from mlflow.tracking import MlflowClient
+from sqlalchemy import Engine, select
 from streamlit.testing.v1 import AppTest
 
+from logstore import store
+from logstore.tables import inference_predictions
 from monitoring.__main__ import main as monitoring_main
-from tests.conftest import REPO
+from tests.conftest import REPO, register_again
 from tests.serving.conftest import API_KEY, HEADERS, Proxy, logged, rows
+from training.job import TrainingOutcome
 from ui.__main__ import main as ui_main
 from ui.client import ApiError
 from ui.client import Proxy as Client
@@ -158,3 +164,49 @@ def test_drift_page_shows_the_latest_report(
         else:
             assert len(at.error) == 1 and at.error[0].value.startswith("Drift: ")
         assert len(at.dataframe[0].value) == 30
+
+
+def test_challenger_page_shows_the_flips_with_both_versions_reasons(
+    proxy: Proxy,
+    served: str,
+    log_db: str,
+    *,
+    log_engine: Engine,
+    client: MlflowClient,
+    attrition: TrainingOutcome,
+    tmp_path: Path,
+) -> None:
+    with app(proxy.url) as at:
+        at.sidebar.radio(key="page").set_value("Challenger").run()
+        assert not at.exception and at.info[0].value.startswith("No challenger comparison yet")
+    challenger = int(register_again(client, attrition, served))
+    body = {"dataframe_split": rows(150, start=500).to_dict(orient="split", index=False)}
+    answer = httpx.post(f"{proxy.url}/invocations", json=body, headers=HEADERS, timeout=60)
+    request_id = answer.headers["X-Request-ID"]
+    logged(log_engine, request_id)
+    with log_engine.connect() as connection:
+        served_rows = connection.execute(
+            select(inference_predictions).where(inference_predictions.c.request_id == uuid.UUID(request_id))
+        ).all()
+    # What the proxy logs when it shadows: here the challenger turns every fifth decision around.
+    shadows = [
+        {
+            "request_id": row.request_id, "row_index": row.row_index, "model_version": challenger,
+            "model_name": served, "shadowed_at": datetime.now(UTC), "latency_ms": 12.0, "error": None,
+            "score": 1 - row.score if row.row_index % 5 == 0 else row.score, "prediction": row.prediction,
+            "threshold": row.threshold, "base_value": row.base_value,
+            "contributions": {k: -v for k, v in row.contributions.items()} if row.row_index % 5 == 0
+            else row.contributions,
+        }
+        for row in served_rows
+    ]  # fmt: skip
+    store.write_log(log_engine, requests=[], predictions=[], shadows=shadows)
+    status = monitoring_main(["compare", "--model", served, "--database-url", log_db, "--out", str(tmp_path)])
+    assert status == 1  # Far more flips than the 10% allowed.
+    with app(proxy.url) as at:
+        at.sidebar.radio(key="page").set_value("Challenger").run()
+        assert not at.exception
+        assert at.error[0].value.startswith("Objection: flip rate")
+        flipped = at.dataframe[0].value
+        assert len(flipped) > 0 and {"served reasons", "challenger reasons"} <= set(flipped.columns)
+        assert at.metric[0].label == "Decisions that flip"
