@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from monitoring import logged, reference
 from monitoring.challenger import CompareThresholds, compare
 from monitoring.errors import MonitoringError
-from monitoring.job import finite
+from monitoring.job import finite, window
 from monitoring.report import STYLE, paired_scores_plot
 from registry_scripts.reports import CompareSummary
 
@@ -70,12 +70,7 @@ def run(
         "champion_version": champion,
         "challenger_version": challenger,
         "created_at": created.isoformat(timespec="seconds"),
-        "window": {
-            "since": since.isoformat() if since else None,
-            "until": until.isoformat() if until else None,
-            "first": pd.Timestamp(rows["received_at"].min()).isoformat(),
-            "last": pd.Timestamp(rows["received_at"].max()).isoformat(),
-        },
+        "window": window(rows, since, until),
         "thresholds": thresholds.model_dump(),
         **compare(rows, costs=facts.costs, thresholds=thresholds),
     }
@@ -101,7 +96,7 @@ def _render(summary: dict[str, Any], rows: pd.DataFrame) -> str:
         f"{html.escape(why)}</p>",
     ]
     for section in ("decisions", "scores", "top_reasons", "latency_ms", "realised"):
-        if section in summary:
+        if summary.get(section):
             body = html.escape(json.dumps(summary[section], indent=2))
             parts.append(f"<h2>{section.replace('_', ' ')}</h2><pre>{body}</pre>")
     answered = rows[rows["shadow_error"].isna()]
@@ -135,15 +130,17 @@ def _log_run(summary: dict[str, Any], directory: Path, experiment_id: str) -> st
     metrics = {
         "rows": summary["rows"],
         "shadow_errors": summary["shadow_errors"],
-        "labelled": summary.get("labelled", 0),
-        **{f"decisions.{k}": v for k, v in summary.get("decisions", {}).items()},
-        **{f"scores.{k}": v for k, v in summary.get("scores", {}).items()},
-        **{f"top_reasons.{k}": v for k, v in summary.get("top_reasons", {}).items()},
+        "labelled": summary.get("labelled") or 0,
+        **{f"decisions.{k}": v for k, v in (summary.get("decisions") or {}).items()},
+        **{f"scores.{k}": v for k, v in (summary.get("scores") or {}).items()},
+        **{f"top_reasons.{k}": v for k, v in (summary.get("top_reasons") or {}).items()},
     }
-    realised = summary.get("realised", {})
+    realised = summary.get("realised") or {}
     for side in ("champion", "challenger"):
-        metrics.update({f"realised.{side}.{k}": v for k, v in realised.get(side, {}).items()})
-    metrics.update({f"realised.auc_difference.{k}": v for k, v in realised.get("auc_difference", {}).items()})
+        metrics.update({f"realised.{side}.{k}": v for k, v in (realised.get(side) or {}).items()})
+    metrics.update(
+        {f"realised.auc_difference.{k}": v for k, v in (realised.get("auc_difference") or {}).items()}
+    )
     experiment = None if MLFLOW_RUN_ID.get() else experiment_id
     with mlflow.start_run(
         experiment_id=experiment,

@@ -123,12 +123,7 @@ def run(
         "model": model,
         "version": version,
         "created_at": created.isoformat(timespec="seconds"),
-        "window": {
-            "since": since.isoformat() if since else None,
-            "until": until.isoformat() if until else None,
-            "first": pd.Timestamp(rows["received_at"].min()).isoformat(),
-            "last": pd.Timestamp(rows["received_at"].max()).isoformat(),
-        },
+        "window": window(rows, since, until),
         "rows": len(rows),
         "reference_rows": len(ref.features),
         "thresholds": thresholds.model_dump(),
@@ -163,6 +158,16 @@ def run(
     )
     run_id = _log_run(summary, directory, ref.facts.experiment_id)
     return DriftOutcome(summary, directory, run_id)
+
+
+def window(rows: pd.DataFrame, since: datetime | None, until: datetime | None) -> dict[str, str | None]:
+    """The logged times a report covers: as asked, and as found in its rows."""
+    return {
+        "since": since.isoformat() if since else None,
+        "until": until.isoformat() if until else None,
+        "first": pd.Timestamp(rows["received_at"].min()).isoformat(),
+        "last": pd.Timestamp(rows["received_at"].max()).isoformat(),
+    }
 
 
 def finite(value: Any) -> Any:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, Subquery, func, select
+from sqlalchemy import Engine, Select, Subquery, func, select
 
 from logstore.tables import inference_outcomes, inference_predictions, inference_requests, shadow_predictions
 
@@ -68,13 +69,20 @@ def predictions(
     )
     if version is not None:
         query = query.where(inference_requests.c.model_version == version)
+    return _fetch(engine, query, since=since, until=until, columns=COLUMNS)
+
+
+def _fetch(
+    engine: Engine, query: Select[Any], *, since: datetime | None, until: datetime | None, columns: list[str]
+) -> pd.DataFrame:
+    """The rows of a query on logged requests, within a window of their received time."""
     if since is not None:
         query = query.where(inference_requests.c.received_at >= since)
     if until is not None:
         query = query.where(inference_requests.c.received_at < until)
     with engine.connect() as connection:
         rows = connection.execute(query).all()
-    return pd.DataFrame([tuple(row) for row in rows], columns=COLUMNS)
+    return pd.DataFrame([tuple(row) for row in rows], columns=columns)
 
 
 SHADOW_COLUMNS = [
@@ -125,10 +133,4 @@ def shadowed(
         .where(shadow.c.model_name == model_name)
         .order_by(inference_requests.c.received_at, shadow.c.row_index)
     )
-    if since is not None:
-        query = query.where(inference_requests.c.received_at >= since)
-    if until is not None:
-        query = query.where(inference_requests.c.received_at < until)
-    with engine.connect() as connection:
-        rows = connection.execute(query).all()
-    return pd.DataFrame([tuple(row) for row in rows], columns=SHADOW_COLUMNS)
+    return _fetch(engine, query, since=since, until=until, columns=SHADOW_COLUMNS)
