@@ -151,8 +151,9 @@ def _sync(client: MlflowClient, name: str, every: float) -> int:
         _sync_once(client, name)
         print(f"{name}: aliases and stages in step")
         return 0
-    stop = threading.Event()  # SIGTERM ends the loop after the round in hand, never half-way through one.
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = threading.Event()  # A signal ends the loop after the round in hand, never half-way through one.
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
     reported = ""
     while not stop.is_set():
         try:

@@ -70,8 +70,9 @@ class Runtime:
         self.shadow: Shadow | None = None
         if settings.shadow is not None:
             self.shadow = Shadow(
-                settings, client=client, forwarder=self.forwarder, metrics=self.metrics, spool=self.spool
-            )
+                settings, alias=settings.shadow, client=client, forwarder=self.forwarder,
+                metrics=self.metrics, spool=self.spool,
+            )  # fmt: skip
         self.dropped_records = 0
         # Reads of the log store get their own threads: a hanging database must not starve the
         # registry follower, which shares asyncio's default executor.

@@ -61,15 +61,14 @@ class Shadow:
         self,
         settings: ServingSettings,
         *,
+        alias: str,
         client: MlflowClient,
         forwarder: Forwarder,
         metrics: Metrics,
         spool: Spool,
     ) -> None:
-        assert settings.shadow is not None
         self.settings = settings
-        self.alias = settings.shadow
-        followed = settings.model_copy(update={"alias": settings.shadow, "stage": None})
+        followed = settings.model_copy(update={"alias": alias, "stage": None})
         self.supervisor = Supervisor(
             followed, client=client, forwarder=forwarder, metrics=metrics, state_file=STATE_FILE
         )

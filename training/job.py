@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
 MODEL_CODE = Path(__file__).with_name("explainable_model.py")
 MODEL_REQUIREMENTS = ("mlflow", "xgboost", "shap", "scikit-learn", "pandas", "numpy", "joblib")
 REFERENCE_ROWS = 1000
-# Key metrics copied onto the model version, where the registry UI and the gates read them.
 DEFAULT_EXPERIMENT_ID = "0"  # Where `mlflow run` puts a run when not told an experiment.
+# Key metrics copied onto the model version, where the registry UI and the gates read them.
 VERSION_TAG_METRICS = (
     "holdout_roc_auc",
     "holdout_pr_auc",
