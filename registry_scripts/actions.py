@@ -15,8 +15,8 @@ from registry_scripts.registry import (
     TARGETS,
     VIA_TAG,
     Version,
+    aliased,
     find_version,
-    holder,
     mark_production,
     move,
     now,
@@ -57,7 +57,7 @@ def promote(
     candidate = find_version(all_versions, name, version_ref)
     if candidate.status != "READY":
         raise RegistryError(f"--version: version {candidate.number} is {candidate.status}, not READY")
-    current = holder(all_versions, target)
+    current = aliased(all_versions, target)  # The alias is the truth.
     if current is not None and current.number == candidate.number and current.stage == stage:
         return Outcome(
             f"{name} version {candidate.number} is already @{target} and in {stage}", warnings=notes
@@ -157,7 +157,7 @@ def rollback(client: MlflowClient, name: str, *, user: str, reason: str, force: 
     """Put the last gated production version before the current one back in Production and @production."""
     notes = reconcile(client, name, command="rollback")
     all_versions = versions(client, name)
-    current = holder(all_versions, "production")
+    current = aliased(all_versions, "production")
     if current is None:
         raise RegistryError(f"no version of {name!r} is @production; nothing to roll back")
     target, skipped = _rollback_target(all_versions, current, force)

@@ -113,11 +113,6 @@ def aliased(all_versions: list[Version], alias: str) -> Version | None:
     return next((v for v in all_versions if alias in v.aliases), None)
 
 
-def holder(all_versions: list[Version], alias: str) -> Version | None:
-    """The version that holds a target: its alias, the truth."""
-    return aliased(all_versions, alias)
-
-
 def recorded_state(client: MlflowClient, name: str) -> dict[str, int | None] | None:
     """The alias holders the scripts last left; None if they never recorded any."""
     try:
