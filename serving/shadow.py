@@ -70,8 +70,9 @@ class Shadow:
         self.settings = settings
         followed = settings.model_copy(update={"alias": alias, "stage": None})
         self.supervisor = Supervisor(
-            followed, client=client, forwarder=forwarder, metrics=metrics, state_file=STATE_FILE
-        )
+            followed, client=client, forwarder=forwarder, metrics=metrics, state_file=STATE_FILE,
+            keep_without_target=False,
+        )  # fmt: skip
         self.queue: asyncio.Queue[ShadowJob] = asyncio.Queue(maxsize=settings.shadow_queue)
         self._forwarder = forwarder
         self._metrics = metrics

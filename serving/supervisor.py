@@ -34,6 +34,7 @@ class Supervisor:
         forwarder: Forwarder,
         metrics: Metrics,
         state_file: str = STATE_FILE,
+        keep_without_target: bool = True,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -47,6 +48,9 @@ class Supervisor:
         self._wake = asyncio.Event()
         self._started: list[int] = []
         self.state_path = settings.spool_dir / state_file
+        # The served version keeps answering when the registry cannot say what it names (an outage);
+        # a shadow stops instead when its alias is gone (its challenger was promoted or dropped).
+        self._keep_without_target = keep_without_target
 
     def _publish(self) -> None:
         """Write which backend serves now (version, URL, pid) and every pid started, atomically."""
@@ -125,6 +129,9 @@ class Supervisor:
         try:
             wanted = await asyncio.to_thread(self._resolve)
         except ServingError as exc:
+            if not self._keep_without_target:
+                await self._drop(exc.message)
+                return
             logger.warning("follower: cannot read the registry (%s); serving on", exc.message)
             wanted = self._version
         if wanted is None:
@@ -136,6 +143,16 @@ class Supervisor:
             self._publish()
         elif wanted != self.backend.info.version:
             await self.switch(wanted)
+
+    async def _drop(self, reason: str) -> None:
+        """No target: stop the backend, if one runs, and say why once."""
+        if self.not_ready != reason:
+            logger.warning("follower: %s; no backend until it names a version", reason)
+        self.not_ready = reason
+        current, self.backend, self._version = self.backend, None, None
+        if current is not None:
+            self._publish()
+            await backends.stop(current)
 
     async def switch(self, version: int) -> None:
         """Start a backend on `version`, route new requests to it, retire the old one when idle."""

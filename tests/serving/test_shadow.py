@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -181,3 +182,25 @@ def test_a_real_proxy_shadows_the_staging_version(
         engine.dispose()
     metrics = httpx.get(f"{proxy.url}/metrics", timeout=10).text
     assert 'serving_shadow_calls_total{outcome="ok"} 4.0' in metrics
+
+
+def test_the_shadow_stops_when_its_alias_is_gone(
+    tmp_path: Path, fake_backend: FakeBackend, challenger: FakeBackend
+) -> None:
+    with routed_runtime(tmp_path, fake_backend, shadow="staging") as runtime:
+
+        async def scenario(client: httpx.AsyncClient) -> subprocess.Popen[bytes]:
+            shadowed(runtime, challenger)
+            assert runtime.shadow is not None and runtime.shadow.supervisor.backend is not None
+            process = runtime.shadow.supervisor.backend.process
+            # The registry has no `m@staging` (as after the challenger's promotion): its backend stops.
+            await runtime.shadow.supervisor.check()
+            assert runtime.shadow.supervisor.backend is None
+            assert "m@staging" in (runtime.shadow.supervisor.not_ready or "")
+            assert (await client.post("/invocations", json=BODY)).status_code == 200
+            await runtime.shadow.queue.join()
+            return process
+
+        process = drive(runtime, scenario)
+    assert process.poll() is not None  # The challenger's process group was stopped.
+    assert shadow_calls(runtime, "dropped") == 1 and shadow_calls(runtime, "ok") == 0
