@@ -102,6 +102,17 @@ class ShadowCall(TypedDict):
     response: str | None  # The challenger's JSON answer, when it answered 200.
 
 
+def _answer(output: Mapping[str, Any]) -> Row:
+    """One row's answer as both the served and the shadow tables store it."""
+    return {
+        "score": float(output["score"]),
+        "prediction": str(output["prediction"]),
+        "threshold": float(output["threshold"]),
+        "base_value": output.get("base_value"),
+        "contributions": output.get("contributions"),
+    }
+
+
 def shadow_record(call: ShadowCall) -> dict[str, ShadowCall]:
     """The spool record of one shadow call."""
     return {"shadow": call}
@@ -129,11 +140,7 @@ def shadow_rows(call: Mapping[str, Any]) -> list[Row]:
             **common,
             "row_index": index,
             "error": None,
-            "score": float(output["score"]),
-            "prediction": str(output["prediction"]),
-            "threshold": float(output["threshold"]),
-            "base_value": output.get("base_value"),
-            "contributions": output.get("contributions"),
+            **_answer(output),
         }
         for index, output in enumerate(outputs)
         if isinstance(output, dict)
@@ -248,11 +255,7 @@ def to_rows(record: Mapping[str, Any], *, hmac_key: bytes | None) -> tuple[Row, 
                 "row_index": index,
                 "entity_id": entity_id,
                 "input": row,
-                "score": float(output["score"]),
-                "prediction": str(output["prediction"]),
-                "threshold": float(output["threshold"]),
-                "base_value": output.get("base_value"),
-                "contributions": output.get("contributions"),
+                **_answer(output),
                 "unseen_categories": output.get("unseen_categories"),
             }
         )

@@ -50,6 +50,19 @@ def _time(text: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _report_options(command: argparse.ArgumentParser, thresholds: type[BaseModel]) -> None:
+    """The window, the report folder, the log store and each threshold: what `drift` and `compare` share."""
+    command.add_argument("--since", type=_time, help="first logged time to include (ISO 8601; UTC if naive)")
+    command.add_argument("--until", type=_time, help="logged times before this (ISO 8601)")
+    command.add_argument("--out", type=Path, default=Path("reports"), help="report folder (default reports/)")
+    command.add_argument(
+        "--database-url", help="log store (default: DATABASE_URL, else sqlite:///serving.db)"
+    )
+    for name, field in thresholds.model_fields.items():
+        command.add_argument(f"--{name.replace('_', '-')}", dest=name, type=field.annotation,  # type: ignore[arg-type]
+                             help=f"{field.description} (default {field.default})")  # fmt: skip
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m monitoring", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -58,22 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--version", type=_version, help="model version (default: @production, else the newest)"
     )
-    report.add_argument("--since", type=_time, help="first logged time to include (ISO 8601; UTC if naive)")
-    report.add_argument("--until", type=_time, help="logged times before this (ISO 8601)")
-    report.add_argument("--out", type=Path, default=Path("reports"), help="report folder (default reports/)")
-    report.add_argument("--database-url", help="log store (default: DATABASE_URL, else sqlite:///serving.db)")
-    for name, field in Thresholds.model_fields.items():
-        report.add_argument(f"--{name.replace('_', '-')}", dest=name, type=field.annotation,  # type: ignore[arg-type]
-                            help=f"{field.description} (default {field.default})")  # fmt: skip
+    _report_options(report, Thresholds)
     versus = commands.add_parser("compare", help="the served version against the challenger that shadowed it")
     versus.add_argument("--model", required=True, help="registered model name")
-    versus.add_argument("--since", type=_time, help="first logged time to include (ISO 8601; UTC if naive)")
-    versus.add_argument("--until", type=_time, help="logged times before this (ISO 8601)")
-    versus.add_argument("--out", type=Path, default=Path("reports"), help="report folder (default reports/)")
-    versus.add_argument("--database-url", help="log store (default: DATABASE_URL, else sqlite:///serving.db)")
-    for name, field in CompareThresholds.model_fields.items():
-        versus.add_argument(f"--{name.replace('_', '-')}", dest=name, type=field.annotation,  # type: ignore[arg-type]
-                            help=f"{field.description} (default {field.default})")  # fmt: skip
+    _report_options(versus, CompareThresholds)
     imports = commands.add_parser("outcomes", help="import observed labels from a CSV file")
     imports.add_argument("--model", required=True, help="registered model name")
     imports.add_argument(
