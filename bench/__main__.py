@@ -128,6 +128,10 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str) -> dict[str,
         "proxy_off": proxy(
             "proxy-off", OURS, workdir, database_url=database_url, log_requests=False, workers=workers
         ),
+        "proxy_shadow": proxy(
+            "proxy-shadow", OURS, workdir, database_url=database_url, log_requests=True, workers=workers,
+            env={"SERVING_SHADOW": "staging"},
+        ),
         "proxy_unbatched": proxy(
             "proxy-unbatched", OURS, workdir, database_url=database_url, log_requests=True, workers=workers,
             env={"SERVING_BATCHING": "false"},
@@ -138,6 +142,7 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str) -> dict[str,
             server.start()
         for server in servers.values():
             server.wait_ready()
+        servers["proxy_shadow"].wait_shadowing()
         on, off = servers["proxy_on"], servers["proxy_off"]
         direct = backend_url(on)
         logging.info("measuring single rows, %d rounds", args.rounds)
@@ -161,7 +166,10 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str) -> dict[str,
             on.url, singles, measure.wide_body(), rounds=min(args.rounds, 200), wides=args.wide_bodies
         )
         bare = Server("bare", direct, "/ping", [], workdir / "bare.log", {})  # The proxy's own backend.
-        under_load = {"bare": bare, "unbatched": servers["proxy_unbatched"], "on": on, "off": off}
+        under_load = {
+            "bare": bare, "unbatched": servers["proxy_unbatched"], "on": on, "off": off,
+            "shadow": servers["proxy_shadow"],
+        }  # fmt: skip
         loads = {
             name: _load(server, singles, database_url, clients=args.clients, seconds=args.load_seconds)
             for name, server in under_load.items()
@@ -221,12 +229,16 @@ def _load(
     seconds: float,
 ) -> dict[str, Any]:
     """One load run against one server: throughput, latency, and for a logging proxy what reached the log."""
-    logged = server.name in ("proxy-on", "proxy-unbatched")
-    batched = server.name in ("proxy-on", "proxy-off")
+    logged = server.name in ("proxy-on", "proxy-unbatched", "proxy-shadow")
+    batched = server.name in ("proxy-on", "proxy-off", "proxy-shadow")
+    shadowing = server.name == "proxy-shadow"
     logging.info("load on %s: %d clients for %g s", server.name, clients, seconds)
     before = measure.histogram(server.url, "serving_batch_requests") if batched else {}
+    shadowed = measure.counter(server.url, "serving_shadow_calls_total") if shadowing else {}
     result = measure.load(server.url, singles, clients=clients, seconds=seconds, rss=server.rss_bytes)
     after = measure.histogram(server.url, "serving_batch_requests") if batched else {}
+    if shadowing:  # Calls still queued finish after the clients stop: counted once the queue is empty.
+        shadowed = measure.shadow_calls(server.url, shadowed, requests=len(result.answered))
     counted = (
         count_logged(database_url, result.answered, rows_per_request=1, wait_seconds=120) if logged else None
     )
@@ -243,6 +255,7 @@ def _load(
         "duplicated": counted.duplicated if counted else 0,
         "logged": logged,
         "merged_calls": measure.merged_calls(before, after) if batched else None,
+        "shadow_calls": shadowed or None,
         "peak_rss_mib": result.peak_rss / report.MIB,
     }  # fmt: skip
 

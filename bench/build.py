@@ -73,6 +73,10 @@ def build(*, trials: int | None, cv_folds: int | None) -> Subjects:
     outcome = train(load_config(OURS), trials=trials, cv_folds=cv_folds)
     client = MlflowClient()
     promote(client, OURS, outcome.version, "production", user="bench", reason="benchmark")
+    # The challenger a shadowing proxy scores too: the same artifacts again, so it costs what the model costs.
+    source = client.get_model_version(OURS, outcome.version).source or ""
+    challenger = client.create_model_version(OURS, source=source, run_id=outcome.run_id).version
+    promote(client, OURS, str(challenger), "staging", user="bench", reason="benchmark's challenger")
     uri = f"models:/{OURS}/{outcome.version}"
     local = Path(mlflow.artifacts.download_artifacts(uri))
     signature = mlflow.models.get_model_info(uri).signature

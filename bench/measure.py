@@ -230,6 +230,30 @@ def histogram(url: str, name: str) -> dict[str, float]:
     return found
 
 
+def counter(url: str, name: str) -> dict[str, float]:
+    """A Prometheus counter of the proxy's `/metrics` labelled by `outcome`: each outcome's count."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    prefix = f'{name}{{outcome="'
+    return {
+        line[len(prefix) :].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(prefix)
+    }
+
+
+def shadow_calls(
+    url: str, before: dict[str, float], *, requests: int, seconds: float = 120
+) -> dict[str, float]:
+    """Shadow calls made since `before`, by outcome, once every answered request has been accounted for."""
+    deadline = time.monotonic() + seconds
+    while True:
+        now = counter(url, "serving_shadow_calls_total")
+        calls = {key: now.get(key, 0.0) - before.get(key, 0.0) for key in ("ok", "failed", "dropped")}
+        if sum(calls.values()) >= requests or time.monotonic() > deadline:
+            return {**calls, "requests": float(requests)}
+        time.sleep(0.5)
+
+
 def merged_calls(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
     """How many requests each backend call carried between two snapshots of `serving_batch_requests`."""
     calls = after.get("count", 0.0) - before.get("count", 0.0)

@@ -98,6 +98,19 @@ def goals(results: dict[str, Any]) -> list[Goal]:
             "<=",
             1.15,
         ),
+        *(
+            [
+                Goal(
+                    "11",
+                    f"{clients} clients, requests/s: shadow scoring on / off (its backend on the same cores)",
+                    load["shadow"]["per_second"] / load["on"]["per_second"],
+                    ">=",
+                    0.8,
+                )
+            ]
+            if "shadow" in load
+            else []
+        ),
     ]
 
 
@@ -106,6 +119,7 @@ LOADED = {
     "unbatched": "proxy, batching off, logging on",
     "on": "proxy, batching on, logging on",
     "off": "proxy, batching on, logging off",
+    "shadow": "proxy, batching on, logging on, shadow-scoring `@staging`",
 }
 
 
@@ -132,6 +146,15 @@ def _merged_line(run: dict[str, Any]) -> str:
     return (
         f"Requests per backend call, proxy with batching and logging: {merged['calls']:,.0f} calls for "
         f"{merged['requests']:,.0f} requests, {merged['mean']:.1f} on average ({shares})."
+    )
+
+
+def _shadow_line(run: dict[str, Any]) -> str:
+    calls = run["shadow_calls"]
+    return (
+        f"Shadow scoring: of {calls['requests']:,.0f} requests answered, {calls['ok']:,.0f} were also scored "
+        f"by the challenger's own `mlflow models serve`, {calls['dropped']:,.0f} dropped (queue full) and "
+        f"{calls['failed']:,.0f} failed; its peak RSS includes that second backend."
     )
 
 
@@ -212,10 +235,11 @@ def markdown(results: dict[str, Any], met: list[Goal]) -> str:
         "| server | requests/s | median ms | p99 ms | failed | rows stored | lost | duplicated "
         "| requests per call | peak RSS, proxy + backend |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        *(_load_row(name, load[name]) for name in LOADED),
+        *(_load_row(name, load[name]) for name in LOADED if name in load),
         "",
         _merged_line(load["on"]),
         "",
+        *([_shadow_line(load["shadow"]), ""] if "shadow" in load else []),
         *([f"Other client counts, {settings['sweep_seconds']:g} s each: requests/s / p99 ms:", "",
            "| clients | bare `mlflow models serve` | proxy, batching off | proxy, batching on |",
            "|---:|---:|---:|---:|", *_sweep_rows(results["sweep"]), ""] if results.get("sweep") else []),

@@ -85,6 +85,16 @@ class Server:
             time.sleep(0.25)
         raise ServerError(f"{self.name} was not ready within {seconds:.0f} s:\n{self.tail()}")
 
+    def wait_shadowing(self, seconds: float = 300) -> None:
+        """Wait until a proxy run with `--shadow` has its challenger's backend up."""
+        assert self.state_path is not None
+        shadow = self.state_path.with_name("shadow.json")
+        deadline = time.monotonic() + seconds
+        while not (shadow.exists() and json.loads(shadow.read_text(encoding="utf-8"))["url"]):
+            if time.monotonic() > deadline:
+                raise ServerError(f"{self.name}'s challenger not up within {seconds:.0f} s:\n{self.tail()}")
+            time.sleep(0.25)
+
     def tail(self, chars: int = 3000) -> str:
         """The end of the server's log."""
         return self.log_path.read_text(errors="replace")[-chars:]

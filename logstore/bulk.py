@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 
 from logstore.database import json_text
 
-JSON_COLUMNS = {"input", "contributions", "unseen_categories"}
+JSON_COLUMNS = {"input", "contributions", "unseen_categories", "reasons"}
 # COPY's text format: these characters are written as backslash escapes; NULL is \N.
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 

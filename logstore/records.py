@@ -110,6 +110,7 @@ def _answer(output: Mapping[str, Any]) -> Row:
         "threshold": float(output["threshold"]),
         "base_value": output.get("base_value"),
         "contributions": output.get("contributions"),
+        "reasons": output.get("reasons"),
     }
 
 

@@ -76,6 +76,7 @@ def _prediction_columns() -> list[Any]:
         inference_predictions.c.base_value,
         inference_predictions.c.contributions,
         inference_predictions.c.unseen_categories,
+        inference_predictions.c.reasons,
         inference_predictions.c.input,
     ]
 

@@ -67,6 +67,7 @@ inference_predictions = Table(
     Column("base_value", Float),
     Column("contributions", Json),
     Column("unseen_categories", Json),  # Categorical features whose value training never saw.
+    Column("reasons", Json),  # Reason codes, when the request asked for them (params.reasons).
     Index("ix_inference_predictions_entity_id", "entity_id"),
 )
 
@@ -116,5 +117,6 @@ shadow_predictions = Table(
     Column("threshold", Float),
     Column("base_value", Float),
     Column("contributions", Json),
+    Column("reasons", Json),
     Index("ix_shadow_predictions_shadowed_at", "shadowed_at"),
 )

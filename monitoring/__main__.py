@@ -1,8 +1,9 @@
-"""python -m monitoring drift | compare | outcomes: drift, champion against challenger, observed outcomes.
+"""python -m monitoring drift | compare | outcomes | replay: drift, challenger, outcomes, one decision again.
 
 Exit status of `drift`: 0 no drift, 1 drift found (for a scheduler to alert on), 2 the report could
 not be made (bad option, unknown model, too few logged rows, unreachable log store). Of `compare`:
-0 no objection to the challenger, 1 objection, 2 not enough data (or a bad option, as `drift`).
+0 no objection to the challenger, 1 objection, 2 not enough data (or a bad option, as `drift`). Of
+`replay`: 0 the same score, decision and reasons, 1 not (the differences are printed), 2 not replayable.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -22,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from logstore.database import first_line, make_engine, safe_url
 from logstore.errors import LogStoreError
 from logstore.settings import LogStoreSettings
-from monitoring import compare_job, job, outcomes, reference
+from monitoring import compare_job, job, outcomes, reference, replay
 from monitoring.challenger import CompareThresholds
 from monitoring.drift import Thresholds
 from monitoring.errors import MonitoringError
@@ -83,7 +85,24 @@ def _parser() -> argparse.ArgumentParser:
     imports.add_argument(
         "--database-url", help="log store (default: DATABASE_URL, else sqlite:///serving.db)"
     )
+    again = commands.add_parser("replay", help="re-score one logged decision with its version and compare")
+    again.add_argument("--request-id", type=uuid.UUID, required=True, help="the X-Request-ID of the request")
+    again.add_argument("--row", type=int, default=0, help="its row, from 0 (default 0)")
+    again.add_argument("--database-url", help="log store (default: DATABASE_URL, else sqlite:///serving.db)")
     return parser
+
+
+def _replayed(found: replay.Replay, row: int) -> int:
+    where = f"request {found.logged['request_id']} row {row}, {found.model} version {found.version}"
+    if found.differences:
+        print(f"{where}: NOT reproduced", *(f"  {line}" for line in found.differences), sep="\n")
+        return 1
+    reasons = ", ".join(reason["code"] for reason in found.logged.get("reasons") or []) or "none asked"
+    print(
+        f"{where}: reproduced: score {float(found.replayed['score']):.12g}, decision "
+        f"{found.replayed['prediction']}, reasons {reasons}"
+    )
+    return 0
 
 
 def _said(compared: compare_job.CompareOutcome) -> int:
@@ -109,6 +128,8 @@ def _command(
     args: argparse.Namespace, client: MlflowClient, engine: Engine, settings: LogStoreSettings
 ) -> int:
     """Run one command against the log store; its exit status."""
+    if args.command == "replay":
+        return _replayed(replay.replay(engine, request_id=args.request_id, row=args.row), args.row)
     if args.command == "outcomes":
         version = reference.resolve_version(client, args.model, None)
         labels = reference.facts(client, args.model, version).labels

@@ -11,6 +11,7 @@ from scipy.stats import ks_2samp, rankdata
 from sklearn.metrics import brier_score_loss
 
 from monitoring.drift import numeric_psi
+from registry_scripts.reports import auc_worse
 
 TOP_REASONS = 3
 MAX_FLIPS_SHOWN = 50  # Flipped rows listed in the summary, with both versions' reasons.
@@ -20,10 +21,10 @@ class CompareThresholds(BaseModel):
     """When the comparison has enough data, and when it objects."""
 
     min_rows: int = Field(default=100, ge=1, description="fewer shadowed rows: not enough data (exit 2)")
-    max_flip_rate: float = Field(default=0.10, ge=0, le=1, description="more decisions flipped: objection")
+    max_flip_rate: float = Field(default=0.15, ge=0, le=1, description="more decisions flipped: objection")
     min_labelled: int = Field(default=100, ge=10, description="labelled rows needed to compare realised AUC")
     auc_tolerance: float = Field(
-        default=0.01, ge=0, description="challenger's realised AUC may be this lower"
+        default=0.01, ge=0, description="challenger's realised AUC may be this lower, or its interval reach 0"
     )
     bootstrap: int = Field(default=1000, ge=100, le=100_000, description="paired bootstrap rounds")
     seed: int = Field(default=0, description="seed of the bootstrap")
@@ -172,11 +173,11 @@ def compare(rows: pd.DataFrame, *, costs: dict[str, float], thresholds: CompareT
                 y, lab_champion, lab_challenger, rounds=thresholds.bootstrap, seed=thresholds.seed
             ),
         }
-        difference = summary["realised"]["auc_difference"]["difference"]
-        if difference < -thresholds.auc_tolerance:
+        auc = summary["realised"]["auc_difference"]
+        if auc_worse(auc["difference"], auc["high"], thresholds.auc_tolerance):
             objections.append(
-                f"realised ROC AUC {difference:+.4f} against the champion's "
-                f"(tolerance {thresholds.auc_tolerance})"
+                f"realised ROC AUC {auc['difference']:+.4f} against the champion's, 95% interval "
+                f"[{auc['low']:+.4f}, {auc['high']:+.4f}] (tolerance {thresholds.auc_tolerance})"
             )
     summary["verdict"] = "objection" if objections else "no objection"
     summary["reasons"] = objections

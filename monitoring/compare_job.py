@@ -19,7 +19,7 @@ from monitoring import logged, reference
 from monitoring.challenger import CompareThresholds, compare
 from monitoring.errors import MonitoringError
 from monitoring.job import finite, window
-from monitoring.report import STYLE, paired_scores_plot
+from monitoring.report import STYLE, paired_scores_plot, table
 from registry_scripts.reports import CompareSummary
 
 EXIT_CODES = {"no objection": 0, "objection": 1, "not enough data": 2}
@@ -95,10 +95,25 @@ def _render(summary: dict[str, Any], rows: pd.DataFrame) -> str:
         f'<p class="verdict {"good" if verdict == "no objection" else "bad"}">{html.escape(verdict)}: '
         f"{html.escape(why)}</p>",
     ]
-    for section in ("decisions", "scores", "top_reasons", "latency_ms", "realised"):
+    for section in ("decisions", "scores", "top_reasons"):
         if summary.get(section):
-            body = html.escape(json.dumps(summary[section], indent=2))
-            parts.append(f"<h2>{section.replace('_', ' ')}</h2><pre>{body}</pre>")
+            figures = [{"figure": key.replace("_", " "), "value": v} for key, v in summary[section].items()]
+            parts.append(f"<h2>{section.replace('_', ' ')}</h2>{table(figures, ['figure', 'value'])}")
+    for section, title in (("latency_ms", "latency (ms)"), ("realised", "realised, on the labelled rows")):
+        found = summary.get(section)
+        if found:
+            sides = [
+                {"figure": key.replace("_", " "), "served": value, "challenger": found["challenger"][key]}
+                for key, value in found["champion"].items()
+            ]
+            parts.append(f"<h2>{title}</h2>{table(sides, ['figure', 'served', 'challenger'])}")
+    auc = (summary.get("realised") or {}).get("auc_difference")
+    if auc:
+        parts.append(
+            f"<p>Challenger's ROC AUC minus the served one's: {auc['difference']:+.4f}, 95% paired bootstrap "
+            f"interval [{auc['low']:+.4f}, {auc['high']:+.4f}] ({auc['rounds']} resamples); "
+            f"{summary.get('labelled', 0)} labelled rows.</p>"
+        )
     answered = rows[rows["shadow_error"].isna()]
     if not answered.empty:
         plot = paired_scores_plot(

@@ -114,7 +114,9 @@ def _calibration_plot(calibration: list[dict[str, Any]]) -> str:
     return png(figure)
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str], flag: str | None = None) -> str:
+def table(rows: list[dict[str, Any]], columns: list[str], flag: str | None = None) -> str:
+    """An HTML table of `rows` by `columns`; a row whose `flag` is true is marked."""
+
     def cell(value: Any) -> str:
         if isinstance(value, float):
             return f"{value:.4g}"
@@ -165,10 +167,10 @@ def render(
         f"Made {html.escape(summary['created_at'])}.</p>",
         verdict,
         "<h2>Input features</h2>",
-        _table(features, FEATURE_COLUMNS, flag="drifted"),
+        table(features, FEATURE_COLUMNS, flag="drifted"),
         f'<div class="grid">{plots}</div>',
         "<h2>Scores</h2>",
-        _table([summary["scores"]], list(summary["scores"]), flag="drifted"),
+        table([summary["scores"]], list(summary["scores"]), flag="drifted"),
         _scores_plot(reference_scores, current_scores),
         "<h2>Positive rate over time</h2>",
         _over_time_plot(summary["over_time"]) if summary["over_time"] else "<p>No rows.</p>",
@@ -176,7 +178,7 @@ def render(
     if summary["explanations"]:
         parts += [
             "<h2>Explanation drift</h2><p>Each feature's share of the mean absolute SHAP contribution.</p>",
-            _table(
+            table(
                 summary["explanations"],
                 ["feature", "reference_mean_abs", "current_mean_abs", "reference_share", "current_share"],
                 flag="drifted",
@@ -190,20 +192,20 @@ def render(
     for version, figures in performance.items():
         parts.append(f"<h3>Version {html.escape(version)}</h3>")
         parts.append(
-            _table(
+            table(
                 [{"figures": "realised", **figures}, {"figures": "holdout (training)", **figures["holdout"]}],
                 ["figures", "labelled", "roc_auc", "brier", "business_cost_per_case", "positive_rate"],
             )
         )
         if figures.get("periods"):
             parts.append(
-                _table(
+                table(
                     figures["periods"], ["period", "labelled", "roc_auc", "brier", "business_cost_per_case"]
                 )
             )
         if figures.get("calibration"):
             parts.append(_calibration_plot(figures["calibration"]))
-    parts += ["<h2>Thresholds</h2>", _table([summary["thresholds"]], list(summary["thresholds"]))]
+    parts += ["<h2>Thresholds</h2>", table([summary["thresholds"]], list(summary["thresholds"]))]
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>Drift: {html.escape(summary['model'])} v{summary['version']}</title><style>{STYLE}</style>"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -166,8 +167,13 @@ def record(
 
 def history(version: Version) -> list[dict[str, Any]]:
     """A version's audit history, oldest first."""
+    return history_of(version.tags)
+
+
+def history_of(tags: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The audit history in a version's tags (MLflow's or ours), oldest first; unreadable: none."""
     try:
-        entries = json.loads(version.tags.get(HISTORY_TAG, "[]"))
+        entries = json.loads(tags.get(HISTORY_TAG, "[]"))
     except json.JSONDecodeError:
         return []
     return [entry for entry in entries if isinstance(entry, dict)] if isinstance(entries, list) else []

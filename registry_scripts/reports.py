@@ -9,6 +9,15 @@ from pydantic import BaseModel, ConfigDict
 Json = Any  # As the report holds it.
 
 
+def auc_worse(difference: float, high: float, tolerance: float) -> bool:
+    """A realised ROC AUC objected to: lower by more than the tolerance, and its 95% interval below 0.
+
+    Both, because on a few hundred labelled rows a retrain as good as the champion often lands more than
+    0.01 lower by chance: the paired bootstrap interval tells that draw from a real loss.
+    """
+    return difference < -tolerance and high < 0
+
+
 class DriftWindow(BaseModel):
     """The logged times a drift report covers: as asked, and as found."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ import aiohttp
 import mlflow
 
 from serving.errors import Unavailable
-from serving.processes import die_with_parent
+from serving.processes import nice_child
 from serving.registry import ModelInfo
 
 logger = logging.getLogger(__name__)
@@ -56,8 +57,8 @@ class Backend:
         return self.process.poll() is None
 
 
-def spawn(info: ModelInfo, *, workers: int, timeout_seconds: float) -> Backend:
-    """Start `mlflow models serve` on one version (call from the event loop's thread)."""
+def spawn(info: ModelInfo, *, workers: int, timeout_seconds: float, niceness: int = 0) -> Backend:
+    """Start `mlflow models serve` on one version (call from the event loop's thread), `niceness` lower."""
     port = free_port()
     command = [
         sys.executable, "-m", "mlflow", "models", "serve",
@@ -75,7 +76,8 @@ def spawn(info: ModelInfo, *, workers: int, timeout_seconds: float) -> Backend:
         **access_log_env(),
     }
     # Own session: a Ctrl-C meant for the serving command must not stop the backend mid-request.
-    process = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=die_with_parent)  # noqa: PLW1509
+    lowered = functools.partial(nice_child, niceness)
+    process = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=lowered)  # noqa: PLW1509
     logger.info("backend: version %s starting on port %d (pid %d)", info.version, port, process.pid)
     return Backend(info=info, url=f"http://127.0.0.1:{port}", process=process)
 

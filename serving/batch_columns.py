@@ -53,10 +53,20 @@ def spark_type(spec: object) -> st.DataType:
     raise ColumnMismatch(f"the model's signature has a type Spark cannot hold: {spec}")
 
 
-def result_type(outputs: Schema, *, leave_out: set[str]) -> st.StructType:
-    """The UDF's result struct: the model's output schema, less the columns it will not answer."""
+# The model's reason codes (params.reasons), left out of its output schema: see `_output_schema` in training.
+REASONS = st.ArrayType(
+    st.StructType(
+        [st.StructField(name, st.StringType()) for name in ("code", "feature", "value", "statement")]
+        + [st.StructField("contribution", st.DoubleType())]
+    )
+)
+
+
+def result_type(outputs: Schema, *, leave_out: set[str], reasons: bool = False) -> st.StructType:
+    """The UDF's result struct: the model's output schema less the columns it will not answer, + reasons."""
     specs = [spec for spec in outputs.inputs if isinstance(spec, ColSpec) and spec.name not in leave_out]
-    return st.StructType([st.StructField(str(spec.name), spark_type(spec.type)) for spec in specs])
+    fields = [st.StructField(str(spec.name), spark_type(spec.type)) for spec in specs]
+    return st.StructType(fields + ([st.StructField("reasons", REASONS)] if reasons else []))
 
 
 def _converted(name: str, found: st.DataType, wanted: st.DataType) -> Column:

@@ -22,7 +22,7 @@ from logstore.records import logged_id
 from logstore.store import forget_request, write_log
 
 CHUNK_ROWS = 5_000
-OUTPUTS = ("score", "prediction", "threshold", "base_value", "contributions", "unseen_categories")
+OUTPUTS = ("score", "prediction", "threshold", "base_value", "contributions", "unseen_categories", "reasons")
 
 
 def prediction_row(

@@ -35,6 +35,7 @@ class BatchParams(BaseModel):
     threshold: float | None = Field(default=None, ge=0.0, le=1.0, description="default: the model's own")
     explain: bool = True
     top_k: int = Field(default=0, ge=0, description="contributions kept per row; 0 = all")
+    reasons: int = Field(default=0, ge=0, description="reason codes per row; 0 = none")
 
 
 @dataclass(frozen=True)

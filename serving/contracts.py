@@ -46,6 +46,7 @@ class ModelFacts(BaseModel):
     labels: Labels | None
     features: dict[str, Json] | None
     use_case: UseCase | None
+    model_card: str  # Where its model card is: `GET /model/card` (HTML, or `?format=md`).
 
 
 class Readiness(BaseModel):
@@ -71,6 +72,7 @@ class LoggedPrediction(BaseModel):
     base_value: float | None
     contributions: Json
     unseen_categories: Json
+    reasons: Json = None
     input: Json
 
 
@@ -93,6 +95,7 @@ class PredictionRow(BaseModel):
     base_value: float | None
     contributions: Json
     unseen_categories: Json
+    reasons: Json = None
 
 
 class LoggedRequest(BaseModel):
@@ -140,3 +143,33 @@ class DriftReport(DriftSummary):
     """`GET /drift`: the latest drift report's summary and its MLflow run (`python -m monitoring drift`)."""
 
     run_id: str
+
+
+class DecisionModel(BaseModel):
+    """Which version decided, the run, data and code that made it, and the gates it passed into Production."""
+
+    name: str
+    version: int
+    run_id: str | None
+    source: str | None
+    dataset_sha256: str | None
+    git_commit: str | None
+    promotion: Json  # The audit entry of its latest promotion to Production (at, by, reason, gates), or null.
+    gates_verdict: str | None  # "passed", "forced past <gates>", or null when it was never gated.
+
+
+class DecisionRecord(BaseModel):
+    """`GET /predictions/{request_id}/record`: everything needed to explain and reproduce one decision."""
+
+    request_id: uuid.UUID
+    row: int
+    decided_at: str
+    model: DecisionModel
+    entity_id: str | None
+    input: Json
+    score: float
+    threshold: float
+    decision: str
+    base_value: float | None
+    contributions: Json
+    reasons: Json

@@ -52,6 +52,12 @@ class ServingSettings(LogStoreSettings):
         ge=1,
         description="requests waiting to be shadowed at most; beyond, they are not (counted)",
     )
+    shadow_nice: int = Field(
+        default=19,
+        ge=0,
+        le=19,
+        description="CPU niceness of the challenger's backend: at 19 it scores on what serving leaves idle",
+    )
     drain_seconds: float = Field(default=60.0, ge=0, description="grace for a replaced backend's requests")
     spool_dir: Path = Field(default=Path(".serving-spool"), description="local write-ahead log of rows")
     spool_max_bytes: int = Field(default=512 * 2**20, gt=0, description="bound on the spool's size")

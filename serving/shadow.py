@@ -71,7 +71,7 @@ class Shadow:
         followed = settings.model_copy(update={"alias": alias, "stage": None})
         self.supervisor = Supervisor(
             followed, client=client, forwarder=forwarder, metrics=metrics, state_file=STATE_FILE,
-            keep_without_target=False,
+            keep_without_target=False, niceness=settings.shadow_nice,
         )  # fmt: skip
         self.queue: asyncio.Queue[ShadowJob] = asyncio.Queue(maxsize=settings.shadow_queue)
         self._forwarder = forwarder

@@ -123,11 +123,12 @@ def scored_frame(
     except ColumnMismatch as exc:
         raise BatchFailed(f"--input: {exc}") from None
     leave_out = {columns.id_column} | (set() if job.params.get("explain", True) else {"contributions"})
+    reasons = bool(job.params.get("reasons"))
     try:
         udf = mlflow.pyfunc.spark_udf(
             spark,
             job.uri,
-            result_type=result_type(signature.outputs, leave_out=leave_out),
+            result_type=result_type(signature.outputs, leave_out=leave_out, reasons=reasons),
             params=job.params,
             env_manager=job.env_manager,
         )

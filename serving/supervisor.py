@@ -35,6 +35,7 @@ class Supervisor:
         metrics: Metrics,
         state_file: str = STATE_FILE,
         keep_without_target: bool = True,
+        niceness: int = 0,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -51,6 +52,7 @@ class Supervisor:
         # The served version keeps answering when the registry cannot say what it names (an outage);
         # a shadow stops instead when its alias is gone (its challenger was promoted or dropped).
         self._keep_without_target = keep_without_target
+        self._niceness = niceness
 
     def _publish(self) -> None:
         """Write which backend serves now (version, URL, pid) and every pid started, atomically."""
@@ -90,9 +92,11 @@ class Supervisor:
         info = await asyncio.to_thread(
             describe, self.client, self.settings.model, version, self.settings.target
         )
+        settings = self.settings
         backend = backends.spawn(
-            info, workers=self.settings.backend_workers, timeout_seconds=self.settings.backend_timeout_seconds
-        )
+            info, workers=settings.backend_workers, timeout_seconds=settings.backend_timeout_seconds,
+            niceness=self._niceness,
+        )  # fmt: skip
         self._started.append(backend.process.pid)
         try:
             await backends.wait_ready(

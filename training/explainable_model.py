@@ -26,7 +26,6 @@ from mlflow.pyfunc.model import PythonModel, PythonModelContext
 from sklearn.compose import ColumnTransformer
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 
-OUTPUT_COLUMNS = ("score", "prediction", "threshold", "base_value", "unseen_categories", "contributions")
 # XGBoost predicts in blocks of 64 rows per thread: below that, more threads only wait and spin.
 SINGLE_THREAD_ROWS = 64
 # TreeSHAP runs in float32: its values widened to float64 print 17 digits that every JSON answer
@@ -140,15 +139,17 @@ class ExplainableClassifier(PythonModel):
         self._id_column: str = meta["id_column"]
         self._labels: tuple[str, str] = (meta["negative_label"], meta["positive_label"])
         self._default_threshold = float(meta["threshold"])
+        self._reasons: dict[str, dict[str, str]] | None = meta.get("reasons")  # Older versions have none.
         # TreeSHAP's base value (the bias column) is the same for every row.
         empty = xgb.DMatrix(np.full((1, self._encode.width), np.nan, dtype=np.float32))
         self._base_value = round(float(self._booster.predict(empty, pred_contribs=True)[0, -1]), DECIMALS)
 
-    def _options(self, params: dict[str, Any] | None) -> tuple[float, bool, int]:
+    def _options(self, params: dict[str, Any] | None) -> tuple[float, bool, int, int]:
         params = params or {}
         threshold = params.get("threshold", self._default_threshold)
         explain = params.get("explain", True)
         top_k = params.get("top_k", 0)
+        reasons = params.get("reasons", 0)
         if (
             isinstance(threshold, bool)
             or not isinstance(threshold, int | float)
@@ -159,19 +160,58 @@ class ExplainableClassifier(PythonModel):
             raise _bad_input(f"params.explain must be true or false, got {explain!r}")
         if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 0:
             raise _bad_input(f"params.top_k must be an integer >= 0 (0 = all), got {top_k!r}")
-        return float(threshold), bool(explain), int(top_k)
+        if isinstance(reasons, bool) or not isinstance(reasons, int | np.integer) or reasons < 0:
+            raise _bad_input(f"params.reasons must be an integer >= 0 (0 = none), got {reasons!r}")
+        if reasons and self._reasons is None:
+            raise _bad_input(
+                "params.reasons: this model version has no reason catalogue (its config had none)"
+            )
+        return float(threshold), bool(explain), int(top_k), int(reasons)
 
-    def _contributions(self, booster: xgb.Booster, rows: xgb.DMatrix, top_k: int) -> list[dict[str, float]]:
+    def _raw_contributions(self, booster: xgb.Booster, rows: xgb.DMatrix) -> np.ndarray:
+        """Each row's SHAP value per raw feature, in the order of `self._encode.features`."""
         # The reshape keeps zero rows two-dimensional: XGBoost answers them with a flat empty array.
         shap_values = booster.predict(rows, pred_contribs=True).reshape(-1, self._encode.width + 1)[:, :-1]
         # Encoded columns are grouped by raw feature, so one reduceat sums them back. Not a matrix
         # product: BLAS threads would fight XGBoost's spinning OpenMP threads for the cores.
-        raw = np.add.reduceat(shap_values, self._encode.starts, axis=1, dtype=np.float64).round(DECIMALS)
+        return np.add.reduceat(shap_values, self._encode.starts, axis=1, dtype=np.float64).round(DECIMALS)
+
+    def _contributions(self, raw: np.ndarray, top_k: int) -> list[dict[str, float]]:
         names = self._encode.features
         if top_k == 0 or top_k >= len(names):
             return [dict(zip(names, row, strict=True)) for row in raw.tolist()]
         keep = np.argsort(-np.abs(raw), axis=1, kind="stable")[:, :top_k]
         return [{names[j]: float(row[j]) for j in idx} for row, idx in zip(raw, keep, strict=True)]
+
+    def _reason_codes(
+        self, raw: np.ndarray, model_input: pd.DataFrame, count: int
+    ) -> list[list[dict[str, Any]]]:
+        """Per row, the `count` catalogued features that raised the risk most: never one that lowered it."""
+        assert self._reasons is not None
+        names = self._encode.features
+        listed = np.array([name in self._reasons for name in names])
+        # Risk-raising and catalogued: the rest sort last and are cut below.
+        ranked = np.where(listed & (raw > 0), raw, -np.inf)
+        order = np.argsort(-ranked, axis=1, kind="stable")[:, :count]
+        values = model_input.reindex(columns=names).to_numpy(dtype=object, na_value=None)
+        found = []
+        for row, columns in enumerate(order):
+            reasons = []
+            for j in columns:
+                if ranked[row, j] == -np.inf:
+                    break
+                entry, value = self._reasons[names[j]], values[row, j]
+                reasons.append(
+                    {
+                        "code": entry["code"],
+                        "feature": names[j],
+                        "value": None if value is None else str(value),
+                        "statement": entry["statement"],
+                        "contribution": float(raw[row, j]),
+                    }
+                )
+            found.append(reasons)
+        return found
 
     def predict(
         self,
@@ -179,8 +219,8 @@ class ExplainableClassifier(PythonModel):
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame | list[dict[str, Any]]:
-        """One row per input row: score, label, threshold, base value, unseen categories, contributions."""
-        threshold, explain, top_k = self._options(params)
+        """Per input row: score, label, threshold, base value, unseen categories, contributions, reasons."""
+        threshold, explain, top_k, reasons = self._options(params)
         missing = [c for c in self._inputs if c not in model_input.columns]
         if missing:
             raise _bad_input(f"missing required input column(s): {missing}")
@@ -198,8 +238,12 @@ class ExplainableClassifier(PythonModel):
         output["threshold"] = np.full(len(score), threshold)
         output["base_value"] = np.full(len(score), self._base_value)
         output["unseen_categories"] = unseen
-        if explain:
-            output["contributions"] = self._contributions(booster, rows, top_k)
+        if explain or reasons:
+            raw = self._raw_contributions(booster, rows)
+            if explain:
+                output["contributions"] = self._contributions(raw, top_k)
+            if reasons:
+                output["reasons"] = self._reason_codes(raw, model_input, reasons)
         if os.environ.get(SERVING_ENVIRONMENT) == "true":
             return _records(output)
         return pd.DataFrame(output)

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 
-from training import plots
+from training import model_card, plots
 from training.config import SearchConfig, UseCaseConfig, format_validation_error
 from training.data import Dataset, load_dataset
 from training.errors import ConfigError
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 MODEL_CODE = Path(__file__).with_name("explainable_model.py")
 MODEL_REQUIREMENTS = ("mlflow", "xgboost", "shap", "scikit-learn", "pandas", "numpy", "joblib")
 REFERENCE_ROWS = 1000
+CARD_DIR = "model_card"  # In the training run: model_card.md and model_card.html.
 DEFAULT_EXPERIMENT_ID = "0"  # Where `mlflow run` puts a run when not told an experiment.
 # Key metrics copied onto the model version, where the registry UI and the gates read them.
 VERSION_TAG_METRICS = (
@@ -122,6 +123,7 @@ def _signature(dataset: Dataset, id_type: str, threshold: float) -> ModelSignatu
             ParamSpec("threshold", "double", threshold),
             ParamSpec("explain", "boolean", True),
             ParamSpec("top_k", "long", 0),
+            ParamSpec("reasons", "long", 0),
         ]
     )
     return ModelSignature(inputs=Schema(columns), outputs=_output_schema(dataset, id_type), params=params)
@@ -138,6 +140,8 @@ def _output_schema(dataset: Dataset, id_type: str) -> Schema:
             ColSpec(DataType.double, "base_value"),
             ColSpec(Array(DataType.string), "unseen_categories"),
             ColSpec(Map(DataType.double), "contributions", required=False),  # Absent when explain=false.
+            # Not `reasons` (params.reasons > 0): `spark_udf`'s default result type, built from this
+            # schema, would then fail on every call that did not ask for them.
         ]
     )
 
@@ -236,6 +240,7 @@ class Explained:
     owners: np.ndarray  # The raw feature of each encoded column.
     raw_features: list[str]
     aggregate: np.ndarray  # Encoded-to-raw summing matrix.
+    additivity: float  # Largest |base value + contributions - margin| on the holdout rows.
 
 
 def _split(dataset: Dataset, search: SearchConfig) -> Split:
@@ -338,12 +343,16 @@ def _explain(dataset: Dataset, split: Split, evaluated: Evaluated) -> Explained:
         preprocess.transform(split.X_hold), columns=preprocess.get_feature_names_out()
     )
     shap_hold = np.asarray(explainer.shap_values(encoded_hold.to_numpy()), dtype=np.float64)
+    margin = evaluated.model.named_steps["model"].predict(encoded_hold.to_numpy(), output_margin=True)
+    expected = float(np.ravel(explainer.expected_value)[0])
+    additivity = float(np.max(np.abs(shap_hold.sum(axis=1) + expected - margin), initial=0.0))
+    mlflow.log_metric("shap_additivity_max_error", additivity)
     _log_figures(
         split.y_hold,
         {"xgboost": evaluated.hold_scores, "logistic baseline": evaluated.baseline_hold},
         raw=shap_hold @ aggregate, names=raw_features, shap_values=shap_hold, encoded=encoded_hold,
     )  # fmt: skip
-    return Explained(explainer, owners, raw_features, aggregate)
+    return Explained(explainer, owners, raw_features, aggregate, additivity)
 
 
 def _log_reference(
@@ -381,6 +390,10 @@ def _package(
         "raw_features": explained.raw_features,
         "encoded_to_raw": explained.owners.tolist(),
         "id_column": str(dataset.ids.name),
+        # Feature -> reason code and statement; the features left out are never given as reasons.
+        "reasons": {name: entry.model_dump() for name, entry in config.reasons.catalogue.items()}
+        if config.reasons is not None
+        else None,
         **decision,
     }
     artifacts = _write_artifacts(work, evaluated.model, explained.explainer, metadata)
@@ -471,6 +484,44 @@ def _without_launched_run() -> Iterator[None]:
             os.environ[MLFLOW_RUN_ID.name] = launched
 
 
+def _card_facts(
+    config: UseCaseConfig,
+    dataset: Dataset,
+    split: Split,
+    *,
+    searched: Searched,
+    explained: Explained,
+    metrics: dict[str, float],
+) -> dict[str, Any]:
+    """What the run knows that the model card says."""
+    return {
+        "model_name": config.model_name,
+        "description": config.description.strip(),
+        "card": config.card.model_dump(),
+        "data": {
+            "source": dataset.source.name, "rows": len(dataset.target), "train_rows": len(split.y_train),
+            "holdout_rows": len(split.y_hold), "positive_share": float(np.mean(dataset.target)),
+            "positive_label": dataset.positive_label, "target": config.data.target, "sha256": dataset.sha256,
+        },
+        "inputs": [feature.name for feature in dataset.schema],
+        "dropped": list(config.data.drop_columns),
+        "reasons": None if config.reasons is None else {"excluded": list(config.reasons.exclude)},
+        "metrics": metrics,
+        "costs": config.costs.model_dump(),
+        "params": searched.result.params,
+        "additivity": explained.additivity,
+    }  # fmt: skip
+
+
+def _log_card(config: UseCaseConfig, facts: dict[str, Any]) -> None:
+    """The model card, Markdown and HTML, in the run's `model_card/`; the version's tag points to it."""
+    parts = model_card.sections(facts)
+    title = f"Model card: {facts['model_name']} version {facts['version']}"
+    mlflow.log_text(model_card.markdown(parts, title), f"{CARD_DIR}/model_card.md")
+    mlflow.log_text(model_card.page(parts, title), f"{CARD_DIR}/model_card.html")
+    MlflowClient().set_model_version_tag(config.model_name, facts["version"], "model_card", CARD_DIR)
+
+
 def train(
     config: UseCaseConfig, *, trials: int | None = None, cv_folds: int | None = None
 ) -> TrainingOutcome:
@@ -486,6 +537,13 @@ def train(
         "loaded %s: %d rows, %d features, %.1f%% %r", dataset.source.name, len(dataset.target),
         len(dataset.schema), 100 * dataset.target.mean(), dataset.positive_label,
     )  # fmt: skip
+    inputs = [feature.name for feature in dataset.schema]
+    if config.reasons is not None:
+        config.reasons.check(inputs)  # A bad catalogue stops before any run is made.
+    else:
+        log.warning(
+            "%s: no `reasons:` catalogue: the model will refuse the `reasons` param", config.model_name
+        )
     split = _split(dataset, search)
     with _training_run(config) as run:
         commit = _log_inputs(config, dataset, split, search)
@@ -514,6 +572,11 @@ def train(
         if not baseline.beaten:
             log.warning("%s: %s", config.model_name, baseline.describe())
         _register(config, dataset, version, metrics=metrics, commit=commit, baseline=baseline)
+        facts = _card_facts(config, dataset, split, searched=searched, explained=explained, metrics=metrics)
+        _log_card(
+            config, {**facts, "version": version, "run_id": run.info.run_id, "git_commit": commit,
+                     "baseline_verdict": baseline.describe()},
+        )  # fmt: skip
         return TrainingOutcome(
             run.info.run_id, config.model_name, version, searched.threshold, metrics, baseline
         )

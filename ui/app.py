@@ -10,9 +10,9 @@ import streamlit as st
 
 from ui.client import ApiError, Proxy
 from ui.settings import UiSettings
-from ui.words import colour, drivers, entity_noun, form_default, outcome_words
+from ui.words import asked_params, colour, entity_noun, explained, form_default, outcome_words
 
-PAGES = ("Score", "History", "Drift", "Challenger")
+PAGES = ("Score", "History", "Drift", "Challenger", "Model card")
 
 
 def _typed(value: Any, kind: str) -> Any:
@@ -61,7 +61,7 @@ def _show_result(proxy: Proxy, model: dict[str, Any]) -> None:
         st.warning(f"Values the model never saw in training: {', '.join(prediction['unseen_categories'])}")
     st.subheader("Why")
     st.image(proxy.waterfall(request_id), caption=f"SHAP waterfall, request {request_id}")
-    for sentence in drivers(prediction.get("contributions") or {}, inputs):
+    for sentence in explained(prediction, inputs):
         st.markdown(f"- {sentence}")
     _what_if(proxy, model, inputs, score)
 
@@ -99,7 +99,7 @@ def score_page(proxy: Proxy, model: dict[str, Any]) -> None:
     with by_id:
         entity_id = st.text_input(f"{noun.capitalize()} id", key="entity_id")
         if st.button("Score", key="score_id") and entity_id.strip():
-            prediction, request_id = proxy.by_id(entity_id.strip())
+            prediction, request_id = proxy.by_id(entity_id.strip(), asked_params(model))
             proxy.waterfall(request_id)  # Waits until the row is in the log, with its inputs.
             row = proxy.logged(request_id)["predictions"][0]
             st.session_state["result"] = {
@@ -116,7 +116,7 @@ def score_page(proxy: Proxy, model: dict[str, Any]) -> None:
                       for name in facts}  # fmt: skip
             if st.button("Score the form", key="score_form"):
                 row = {name: _typed(value, kinds.get(name, "string")) for name, value in values.items()}
-                prediction, request_id = proxy.score(row)
+                prediction, request_id = proxy.score(row, asked_params(model))
                 st.session_state["result"] = {
                     "prediction": prediction,
                     "request_id": request_id,
@@ -153,7 +153,7 @@ def history_page(proxy: Proxy, model: dict[str, Any]) -> None:
     request_id, row = picked.split(" row ")
     item = frame[(frame["request_id"].astype(str) == request_id) & (frame["row_index"] == int(row))].iloc[0]
     st.image(proxy.waterfall(request_id, int(row)), caption=f"SHAP waterfall, request {request_id} row {row}")
-    for sentence in drivers(item["contributions"] or {}, item["input"] or {}):
+    for sentence in explained(item.to_dict(), item["input"] or {}):
         st.markdown(f"- {sentence}")
 
 
@@ -220,6 +220,11 @@ def challenger_page(proxy: Proxy, model: dict[str, Any]) -> None:
         )
 
 
+def card_page(proxy: Proxy, model: dict[str, Any]) -> None:
+    """The served version's model card: intended use, data, metrics, limits, promotion history."""
+    st.markdown(proxy.card())
+
+
 def main() -> None:
     """One run of the script."""
     st.set_page_config(page_title="Scores and reasons", layout="wide")
@@ -238,6 +243,7 @@ def main() -> None:
             "History": history_page,
             "Drift": drift_page,
             "Challenger": challenger_page,
+            "Model card": card_page,
         }
         pages[page](proxy, model)
     except ApiError as exc:

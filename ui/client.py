@@ -61,19 +61,25 @@ class Proxy:
         body: dict[str, Any] = self._send("GET", "/ready").json()
         return body
 
+    def card(self) -> str:
+        """The served version's model card, in Markdown."""
+        return self._call("GET", "/model/card", params={"format": "md"}).text
+
     def model(self) -> dict[str, Any]:
         """The served version's facts: labels, threshold, features, schema."""
         body: dict[str, Any] = self._call("GET", "/model").json()
         return body
 
-    def by_id(self, entity_id: str) -> tuple[dict[str, Any], str]:
+    def by_id(self, entity_id: str, params: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:
         """Score a stored entity: its prediction and the request id."""
-        answer = self._call("POST", f"/predict/by-id/{entity_id}")
+        body = {"params": params} if params else None
+        answer = self._call("POST", f"/predict/by-id/{entity_id}", json=body)
         return answer.json()["predictions"][0], answer.headers["X-Request-ID"]
 
-    def score(self, row: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    def score(self, row: dict[str, Any], params: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:
         """Score one row: its prediction and the request id."""
-        answer = self._call("POST", "/invocations", json={"dataframe_records": [row]})
+        body: dict[str, Any] = {"dataframe_records": [row], **({"params": params} if params else {})}
+        answer = self._call("POST", "/invocations", json=body)
         return answer.json()["predictions"][0], answer.headers["X-Request-ID"]
 
     def logged(self, request_id: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 RED, AMBER, GREEN = "#c62828", "#ef8f00", "#2e7d32"
+REASONS = 4  # Reason codes asked for: more than four is considered unhelpful (Regulation B).
 
 
 def entity_noun(model: dict[str, Any]) -> str:
@@ -26,6 +27,29 @@ def colour(score: float, threshold: float) -> str:
     if score >= threshold:
         return RED
     return AMBER if score >= threshold * 2 / 3 else GREEN
+
+
+def reason_lines(reasons: list[dict[str, Any]]) -> list[str]:
+    """The model's reason codes as an officer reads them: "OVERTIME: Works overtime (OverTime = Yes)"."""
+    return [
+        f"**{reason['code']}**: {reason['statement']} ({reason['feature']} = {reason['value']}, "
+        f"{reason['contribution']:+.2f} log-odds)"
+        for reason in reasons
+    ]
+
+
+def asked_params(model: dict[str, Any]) -> dict[str, Any]:
+    """The params the UI sends: the usual four reason codes, where the version has a catalogue."""
+    declared = {param.get("name") for param in model.get("params") or []}
+    return {"reasons": REASONS} if "reasons" in declared else {}
+
+
+def explained(prediction: dict[str, Any], inputs: dict[str, Any]) -> list[str]:
+    """Why, in words: the reason codes when the answer has them, else the strongest contributions."""
+    reasons = prediction.get("reasons")
+    if isinstance(reasons, list):  # Not asked for, or logged before reason codes: missing (None, NaN).
+        return reason_lines(reasons) or ["Nothing raised the risk above the average."]
+    return drivers(prediction.get("contributions") or {}, inputs)
 
 
 def drivers(contributions: dict[str, float], inputs: dict[str, Any], *, count: int = 5) -> list[str]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
+from fastapi.responses import HTMLResponse
 
 from logstore import feedback, store
-from serving.contracts import LoggedRequest, Predictions, Recorded
+from serving import decision_record as decision_record_of
+from serving.contracts import DecisionRecord, LoggedRequest, Predictions, Recorded
 from serving.errors import NotFound, Unavailable
 from serving.openapi import errors
 from serving.routes.deps import Key, RuntimeDep
@@ -67,6 +69,37 @@ async def predictions(
 async def prediction(_: Key, runtime: RuntimeDep, request_id: uuid.UUID) -> LoggedRequest:
     """One logged request with its predictions."""
     return LoggedRequest.model_validate(await _logged_request(runtime, request_id))
+
+
+@router.get(
+    "/predictions/{request_id}/record",
+    responses={200: {"content": {"text/html": {}}}, **errors(400, 401, 404, 503)},
+    response_model=DecisionRecord,
+)
+async def decision_record(
+    _: Key,
+    runtime: RuntimeDep,
+    request_id: uuid.UUID,
+    row: Annotated[int, Query(ge=0)] = 0,
+    format: Annotated[Literal["json", "html"], Query()] = "json",
+) -> DecisionRecord | HTMLResponse:
+    """One decision's record: version and lineage, gates, input, score, reasons; `format=html` to print."""
+    found = await _logged_request(runtime, request_id)
+    if found["model_version"] is None:
+        raise NotFound(f"request {request_id} was not answered by a model version")
+    facts = await asyncio.to_thread(
+        decision_record_of.version_facts, runtime.client, found["model_name"], found["model_version"]
+    )
+    record = decision_record_of.build(found, row, facts)
+    if format == "json":
+        return DecisionRecord.model_validate(record)
+    png = None
+    if record["contributions"] and record["base_value"] is not None:
+        png = await asyncio.to_thread(
+            render_png, contributions=record["contributions"], base_value=record["base_value"],
+            score=record["score"], features=record["input"] or {},
+        )  # fmt: skip
+    return HTMLResponse(decision_record_of.render(record, png))
 
 
 @router.get(

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import HTMLResponse
 
+from serving import model_card
 from serving.contracts import ChallengerReport, DriftReport, ModelFacts
 from serving.openapi import errors
 from serving.reports import latest_summary
@@ -19,7 +22,28 @@ async def model(_: Key, runtime: RuntimeDep) -> ModelFacts:
     """The served version: registry facts, threshold, holdout metrics, schema and params."""
     if runtime.backend is None:
         raise not_running(runtime)
-    return ModelFacts.model_validate(runtime.backend.info.as_json())
+    return ModelFacts.model_validate({**runtime.backend.info.as_json(), "model_card": "/model/card"})
+
+
+@router.get(
+    "/model/card",
+    responses={200: {"content": {"text/html": {}, "text/markdown": {}}}, **errors(400, 401, 404, 503)},
+    response_class=HTMLResponse,
+)
+async def card(
+    _: Key, runtime: RuntimeDep, format: Annotated[Literal["html", "md"], Query()] = "html"
+) -> Response:
+    """The served version's model card (training's), with its promotion history; `format=md` for Markdown."""
+    backend = runtime.backend
+    if backend is None or backend.info.run_id is None:
+        raise not_running(runtime)
+    info, run_id = backend.info, backend.info.run_id
+    text = await asyncio.to_thread(
+        model_card.card, runtime.client, name=info.name, version=info.version, run_id=run_id, kind=format
+    )
+    if format == "md":
+        return Response(text, media_type="text/markdown; charset=utf-8")
+    return HTMLResponse(text)
 
 
 @router.get("/drift", responses=errors(401, 404, 503))

@@ -62,7 +62,13 @@ def test_a_tiny_quick_run_measures_everything_and_writes_its_results(tmp_path: P
         "8",
         "9",
         "10",
+        "11",
     ]
+    shadow = results["load"]["shadow"]  # The same model again as @staging, scored by its own backend.
+    assert shadow["answered"] > 0 and shadow["failed"] == 0 and shadow["stored"] == shadow["answered"]
+    calls = shadow["shadow_calls"]
+    assert calls["ok"] + calls["dropped"] + calls["failed"] == calls["requests"] == shadow["answered"]
+    assert calls["ok"] > 0 and calls["failed"] == 0
     bare, unbatched = results["load"]["bare"], results["load"]["unbatched"]
     assert (
         bare["answered"] > 0 and bare["failed"] == 0 and not bare["logged"] and bare["merged_calls"] is None
@@ -73,9 +79,10 @@ def test_a_tiny_quick_run_measures_everything_and_writes_its_results(tmp_path: P
     wide = results["wide_body"]
     assert wide["bytes"] > 13 * 2**20 and wide["alone_ms"]["n"] == 15 and wide["during_ms"]["n"] > 0
     table = (tmp_path / "RESULTS.md").read_text()
-    assert "| goal | measured | target |" in table and table.count("| pass |") + table.count("| FAIL |") == 11
+    assert "| goal | measured | target |" in table and table.count("| pass |") + table.count("| FAIL |") == 12
     assert "Requests per backend call, proxy with batching and logging: " in table
     assert "Logging one such answer" in table and results["batch"]["log_work_ms"]["n"] == 2
+    assert "Shadow scoring: of " in table
     assert "| goal | measured | target |" in done.stdout
     [database] = re.findall(r"scratch database (bench_[0-9a-f]{12}) created", done.stderr)
     assert not _exists(database)  # Its scratch log database is dropped.

@@ -29,6 +29,8 @@ def _rows(request_id: uuid.UUID, count: int) -> list[dict[str, Any]]:
             "score": 1 / (n + 3), "prediction": "Yes" if n % 2 else "No", "threshold": 0.3141592653589793,
             "base_value": None if n == 1 else -1.25e-7, "contributions": {"Age": 1e-20 * n, "line\n": -0.5},
             "unseen_categories": [] if n % 3 else ["Department"],
+            "reasons": None if n % 2 else [{"code": "TAB\t", "feature": "Age", "value": TRICKY[n % 3],
+                                            "statement": "Early\nin life", "contribution": 0.5}],
         }
         for n in range(count)
     ]  # fmt: skip
@@ -46,7 +48,7 @@ def _request(request_id: uuid.UUID) -> dict[str, Any]:
 def test_copy_text_escapes_what_copy_would_read_otherwise() -> None:
     [row] = _rows(uuid.UUID(int=1), 2)[1:]
     line = copy_text([column.name for column in inference_predictions.columns], [row])
-    assert line.endswith("\n") and line.count("\n") == 1 and line.count("\t") == 9
+    assert line.endswith("\n") and line.count("\n") == 1 and line.count("\t") == 10
     fields = line[:-1].split("\t")
     assert fields[0] == "00000000-0000-0000-0000-000000000001" and fields[1] == "1"
     assert fields[2] == "new\\nline" and fields[7] == "\\N"  # Escaped newline; NULL.

@@ -8,6 +8,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from monitoring.challenger import CompareThresholds, compare, paired_auc_difference, roc_auc, top_reasons
+from registry_scripts.reports import auc_worse
 
 COSTS = {"false_negative": 10.0, "false_positive": 1.0}
 RNG = np.random.default_rng(7)
@@ -108,3 +109,17 @@ def test_realised_figures_with_outcomes_and_too_little_data() -> None:
 def test_top_reasons_are_the_largest_absolute_contributions() -> None:
     assert top_reasons({"a": 0.1, "b": -3.0, "c": 2.0, "d": 0.5}) == ["b", "c", "d"]
     assert top_reasons(None) == [] and top_reasons({}) == []
+
+
+def test_realised_auc_objects_only_when_the_interval_agrees() -> None:
+    # Lower by more than the tolerance on a chance draw (the interval reaches 0): no objection.
+    assert not auc_worse(-0.02, 0.01, 0.01) and not auc_worse(-0.005, -0.001, 0.01)
+    assert auc_worse(-0.02, -0.001, 0.01)
+    y = np.repeat([0, 1], 150)
+    champion = 1 / (1 + np.exp(-(2 * y + RNG.normal(0, 1, 300))))
+    worse = 1 / (1 + np.exp(-(0.5 * y + RNG.normal(0, 1, 300))))
+    frame = rows(300, labelled=True).assign(score=champion, shadow_score=worse, actual=y)
+    summary = compare(frame, costs=COSTS, thresholds=CompareThresholds(max_flip_rate=1.0, bootstrap=200))
+    found = summary["realised"]["auc_difference"]
+    assert found["difference"] < -0.01 and found["high"] < 0
+    assert summary["verdict"] == "objection" and "interval" in summary["reasons"][0]

@@ -110,6 +110,7 @@ def test_a_challenger_that_answers_alike_raises_no_objection(
     assert realised["champion"] == realised["challenger"] and realised["auc_difference"]["difference"] == 0.0
     report = next(tmp_path.glob("*/report.html")).read_text()
     assert "no objection" in report and "data:image/png;base64," in report and "http" not in report
+    assert "<td>flip rate</td><td>0</td>" in report and "95% paired bootstrap interval" in report
     version = client.get_model_version(two_versions, "2")
     runs = client.search_runs(
         [client.get_run(version.run_id or "").info.experiment_id],

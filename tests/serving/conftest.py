@@ -97,6 +97,12 @@ class Proxy(Server):
         """Process ids of every backend this proxy started."""
         return self.backend().started_pids if self.state_path and self.state_path.exists() else []
 
+    def started_pids(self) -> list[int]:
+        """Process ids of every backend this proxy started, its challenger's (`--shadow`) included."""
+        shadow = self.spool / "shadow.json"
+        shadowed = json.loads(shadow.read_text())["started_pids"] if shadow.exists() else []
+        return [*self.backend_pids(), *shadowed]
+
     def stop(self, sig: int = signal.SIGTERM, seconds: float = 60, *, group: bool = False) -> int | None:
         """Send `sig` to the proxy process alone (as a supervisor does) and wait for its exit code."""
         return super().stop(sig, seconds, group=group)
@@ -186,7 +192,7 @@ def start_proxy(workdir: Path) -> Iterator[Callable[..., Proxy]]:
     for proxy in started:
         if proxy.process is not None and proxy.process.poll() is None:
             proxy.stop(signal.SIGKILL)
-        for pid in proxy.backend_pids():
+        for pid in proxy.started_pids():
             if pid_alive(pid):
                 os.killpg(pid, signal.SIGKILL)
 

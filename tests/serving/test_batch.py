@@ -146,6 +146,12 @@ def test_the_command_reads_a_parquet_folder_and_keeps_params(
     assert main(["--model", "attrition", "--version", attrition.version, "--input", str(folder),
                  "--output", str(output), "--params", '{"explain": false}', "--overwrite"]) == 0  # fmt: skip
     assert "contributions" not in pd.read_parquet(output).columns
+    assert main(["--model", "attrition", "--version", attrition.version, "--input", str(folder),
+                 "--output", str(output), "--params", '{"reasons": 2}', "--overwrite"]) == 0  # fmt: skip
+    written = pd.read_parquet(output).sort_values("employee_id").reset_index(drop=True)
+    expected = pd.DataFrame(attrition_model.predict(data, params={"reasons": 2}))
+    expected = expected.sort_values("employee_id").reset_index(drop=True)
+    assert [[dict(r) for r in found] for found in written["reasons"]] == list(expected["reasons"])
 
 
 def _bad(tmp_path: Path, data: pd.DataFrame, suffix: str = ".csv") -> Path:

@@ -22,6 +22,7 @@ OPERATIONS = [
     ("GET", "/ready"),
     ("GET", "/metrics"),
     ("GET", "/model"),
+    ("GET", "/model/card"),
     ("GET", "/drift"),
     ("GET", "/challenger"),
     ("POST", "/invocations"),
@@ -29,6 +30,7 @@ OPERATIONS = [
     ("POST", "/feedback"),
     ("GET", "/predictions"),
     ("GET", "/predictions/{request_id}"),
+    ("GET", "/predictions/{request_id}/record"),
     ("GET", "/predictions/{request_id}/waterfall.png"),
 ]
 

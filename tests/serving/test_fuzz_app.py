@@ -17,9 +17,11 @@ from serving.runtime import Runtime
 from tests.serving.test_fuzz import OPERATIONS, fuzz_operation
 
 EXAMPLES = 50
-# GET /drift and /challenger read the latest reports from MLflow's tracking server; test_fuzz.py covers them.
+# GET /drift, /challenger and /model/card read MLflow's tracking server; test_fuzz.py covers them.
 IN_PROCESS = [
-    operation for operation in OPERATIONS if operation not in {("GET", "/drift"), ("GET", "/challenger")}
+    operation
+    for operation in OPERATIONS
+    if operation not in {("GET", "/drift"), ("GET", "/challenger"), ("GET", "/model/card")}
 ]
 
 

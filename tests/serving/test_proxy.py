@@ -87,7 +87,7 @@ def test_model_reports_version_schema_and_metrics(http: httpx.Client, served: st
     assert info["id_column"] == "employee_id"
     names = [column["name"] for column in info["input_schema"]]
     assert "OverTime" in names and "employee_id" in names
-    assert {param["name"] for param in info["params"]} == {"threshold", "explain", "top_k"}
+    assert {param["name"] for param in info["params"]} == {"threshold", "explain", "top_k", "reasons"}
 
 
 @pytest.mark.parametrize(
@@ -274,6 +274,24 @@ def test_predictions_endpoints_read_the_log(http: httpx.Client, log_engine: Engi
     bad = http.get("/predictions", params={"limit": 0})
     assert bad.status_code == 400
     assert "limit" in bad.json()["message"]
+
+
+def test_reason_codes_are_answered_and_logged_with_the_prediction(
+    http: httpx.Client, log_engine: Engine
+) -> None:
+    answer = http.post("/invocations", json=split_body(rows(3, start=40), reasons=4))
+    assert answer.status_code == 200, answer.text
+    answered = answer.json()["predictions"]
+    assert all(1 <= len(row["reasons"]) <= 4 for row in answered)
+    assert {"code", "feature", "value", "statement", "contribution"} == set(answered[0]["reasons"][0])
+    request_id = answer.headers["X-Request-ID"]
+    logged(log_engine, request_id)
+    one = http.get(f"/predictions/{request_id}").json()
+    assert [row["reasons"] for row in one["predictions"]] == [row["reasons"] for row in answered]
+    latest = http.get("/predictions", params={"limit": 3}).json()["predictions"]
+    assert [row["reasons"] for row in latest] == [row["reasons"] for row in answered]
+    plain = http.post("/invocations", json=split_body(rows(1)))
+    assert "reasons" not in plain.json()["predictions"][0]  # Only when asked for.
 
 
 def test_waterfall_png_of_a_logged_row(http: httpx.Client, log_engine: Engine) -> None:

@@ -85,7 +85,7 @@ def test_an_officer_scores_one_employee_and_sees_why(
     image = wait.until(expected_conditions.visibility_of_element_located((By.CSS_SELECTOR, WATERFALL)))
     wait.until(lambda _: image.get_attribute("naturalWidth") not in (None, "0"))
     body = browser.find_element(By.TAG_NAME, "body").text
-    assert "Attrition = Yes" in body and "probability" in body and "the risk (" in body
+    assert "Attrition = Yes" in body and "probability" in body and "log-odds)" in body
     shot = tmp_path / "ui.png"
     browser.save_screenshot(str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,129 @@
+"""The model card of one version: what the training run knows, as Markdown and as one offline HTML page."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Any
+
+Rows = list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Section:
+    """One heading with label/value rows, or with paragraphs."""
+
+    title: str
+    rows: Rows
+    paragraphs: tuple[str, ...] = ()
+
+
+def _f(value: float) -> str:
+    return f"{value:.4f}"
+
+
+def sections(facts: dict[str, Any]) -> list[Section]:
+    """The card's sections, from the run's facts (see `training.job._card_facts`)."""
+    m, data, card = facts["metrics"], facts["data"], facts["card"]
+    limits = list(card["limits"])
+    if facts["params"].get("scale_pos_weight", 1.0) > 1.0:
+        limits.append(
+            f"Scores are not calibrated probabilities: training weighted the positive class "
+            f"{facts['params']['scale_pos_weight']:.2f} times (scale_pos_weight), which raises every score; "
+            "compare scores with the threshold, not with observed rates."
+        )
+    limits.append(
+        "Reason statements describe the direction that raises the risk for each feature; the row's own "
+        "value is shown beside them, and a feature may raise the risk in an unusual range."
+    )
+    reasons = facts["reasons"]
+    return [
+        Section(
+            "Intended use",
+            [("use", card["intended_use"] or "not stated in the config"),
+             ("users", card["users"] or "not stated in the config"),
+             ("decides", f"{data['target']} = {data['positive_label']} at or above the threshold")],
+            (facts["description"],) if facts["description"] else (),
+        ),
+        Section(
+            "Data",
+            [("source", data["source"]), ("licence", card["data_licence"] or "not stated"),
+             ("rows", f"{data['rows']:,}: {data['train_rows']:,} training, {data['holdout_rows']:,} holdout"),
+             ("class balance", f"{data['positive_share']:.1%} {data['positive_label']}"),
+             ("SHA-256", data["sha256"])],
+        ),
+        Section(
+            "Features",
+            [("model inputs", ", ".join(facts["inputs"])),
+             ("not used", ", ".join(facts["dropped"]) or "none"),
+             ("never a reason", ", ".join(reasons["excluded"]) if reasons else "no reason catalogue")],
+        ),
+        Section(
+            "Performance",
+            [("CV ROC AUC", f"{_f(m['cv_roc_auc'])} (logistic baseline {_f(m['baseline_cv_roc_auc'])})"),
+             ("holdout ROC AUC", f"{_f(m['holdout_roc_auc'])} (logistic baseline "
+              f"{_f(m['baseline_holdout_roc_auc'])})"),
+             ("holdout cost per case", f"{m['holdout_business_cost_per_case']:.1f} "
+              f"(baseline {m['baseline_holdout_business_cost_per_case']:.1f})"),
+             ("baseline verdict", facts["baseline_verdict"])],
+        ),
+        Section(
+            "Threshold and costs",
+            [("threshold", _f(m["threshold"])),
+             ("cost of a missed positive", f"{facts['costs']['false_negative']:g}"),
+             ("cost of a false alarm", f"{facts['costs']['false_positive']:g}")],
+            ("The threshold minimises the business cost per case on out-of-fold scores.",),
+        ),
+        Section(
+            "Per-group metrics",
+            [],
+            ("Not computed yet: fairness figures by group are still to come (issue 21).",),
+        ),
+        Section(
+            "Explanations",
+            [("method", "exact TreeSHAP (XGBoost's pred_contribs), in log-odds, one-hot columns summed back"),
+             ("additivity", f"base value + contributions = logit(score) within {facts['additivity']:.1e} "
+              "on every holdout row")],
+        ),
+        Section("Known limits", [], tuple(limits)),
+        Section(
+            "Lineage",
+            [("model", f"{facts['model_name']} version {facts['version']}"),
+             ("training run", facts["run_id"]),
+             ("code (git commit)", facts["git_commit"])],
+            ("Promotions are recorded in the registry's audit history; `GET /model/card` on the proxy "
+             "adds them to this card.",),
+        ),
+    ]  # fmt: skip
+
+
+def markdown(parts: list[Section], title: str) -> str:
+    """The card as Markdown."""
+    lines = [f"# {title}", ""]
+    for part in parts:
+        lines += [f"## {part.title}", ""]
+        if part.rows:
+            lines += ["| | |", "|---|---|", *(f"| {k} | {v.replace('|', '/')} |" for k, v in part.rows), ""]
+        lines += [*(f"{p}\n" for p in part.paragraphs)]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def page(parts: list[Section], title: str) -> str:
+    """The card as one offline HTML page."""
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    for part in parts:
+        body.append(f"<h2>{html.escape(part.title)}</h2>")
+        if part.rows:
+            cells = "".join(
+                f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in part.rows
+            )
+            body.append(f"<table>{cells}</table>")
+        body += [f"<p>{html.escape(p)}</p>" for p in part.paragraphs]
+    style = (
+        "body{font-family:sans-serif;max-width:52em;margin:1em auto}th{text-align:left;padding-right:1em;"
+        "vertical-align:top}td,th{border-bottom:1px solid #ddd;padding:.2em .5em}"
+    )
+    return (
+        f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title><style>{style}</style>"
+        + "".join(body)
+    )
