@@ -47,15 +47,11 @@ def version_facts(client: MlflowClient, name: str, version: int) -> dict[str, An
     }
 
 
-def build(request: dict[str, Any], row: int, facts: dict[str, Any]) -> dict[str, Any]:
-    """The record of row `row` of a logged request (`store.get_request`) and its version's facts."""
-    rows = {item["row_index"]: item for item in request["predictions"]}
-    if row not in rows:
-        raise NotFound(f"request {request['request_id']} has no logged row {row}")
-    item = rows[row]
+def build(request: dict[str, Any], item: dict[str, Any], facts: dict[str, Any]) -> dict[str, Any]:
+    """The record of one logged row (`item`) of a request (`store.get_request`), with its version's facts."""
     return {
         "request_id": str(request["request_id"]),
-        "row": row,
+        "row": item["row_index"],
         "decided_at": request["received_at"].isoformat(),
         "model": {"name": request["model_name"], "version": request["model_version"], **facts},
         "entity_id": item["entity_id"],  # Pseudonymised when the proxy runs with ENTITY_ID_HMAC_KEY.

@@ -28,6 +28,24 @@ async def _logged_request(runtime: Runtime, request_id: uuid.UUID) -> dict[str, 
     return found
 
 
+def _logged_row(found: dict[str, Any], row: int) -> dict[str, Any]:
+    """Row `row` of a logged request, or 404."""
+    rows = {item["row_index"]: item for item in found["predictions"]}
+    if row not in rows:
+        raise NotFound(f"request {found['request_id']} has no logged row {row}")
+    return rows[row]
+
+
+async def _waterfall_png(item: dict[str, Any]) -> bytes | None:
+    """The waterfall of a logged row, or None when it was scored without explanations."""
+    if not item["contributions"] or item["base_value"] is None:
+        return None
+    return await asyncio.to_thread(
+        render_png, contributions=item["contributions"], base_value=item["base_value"],
+        score=item["score"], features=item["input"] or {},
+    )  # fmt: skip
+
+
 @router.post(
     "/feedback", status_code=201, responses={200: {"description": "replaced"}, **errors(400, 401, 404, 503)}
 )
@@ -85,21 +103,16 @@ async def decision_record(
 ) -> DecisionRecord | HTMLResponse:
     """One decision's record: version and lineage, gates, input, score, reasons; `format=html` to print."""
     found = await _logged_request(runtime, request_id)
+    item = _logged_row(found, row)  # Before the registry is asked anything.
     if found["model_version"] is None:
         raise NotFound(f"request {request_id} was not answered by a model version")
     facts = await asyncio.to_thread(
         decision_record_of.version_facts, runtime.client, found["model_name"], found["model_version"]
     )
-    record = decision_record_of.build(found, row, facts)
+    record = decision_record_of.build(found, item, facts)
     if format == "json":
         return DecisionRecord.model_validate(record)
-    png = None
-    if record["contributions"] and record["base_value"] is not None:
-        png = await asyncio.to_thread(
-            render_png, contributions=record["contributions"], base_value=record["base_value"],
-            score=record["score"], features=record["input"] or {},
-        )  # fmt: skip
-    return HTMLResponse(decision_record_of.render(record, png))
+    return HTMLResponse(decision_record_of.render(record, await _waterfall_png(item)))
 
 
 @router.get(
@@ -111,15 +124,7 @@ async def waterfall(
     _: Key, runtime: RuntimeDep, request_id: uuid.UUID, row: Annotated[int, Query(ge=0)] = 0
 ) -> Response:
     """A SHAP waterfall plot of one logged row, from its stored contributions."""
-    found = await _logged_request(runtime, request_id)
-    rows = {item["row_index"]: item for item in found["predictions"]}
-    if row not in rows:
-        raise NotFound(f"request {request_id} has no logged row {row}")
-    item = rows[row]
-    if not item["contributions"] or item["base_value"] is None:
+    png = await _waterfall_png(_logged_row(await _logged_request(runtime, request_id), row))
+    if png is None:
         raise NotFound(f"request {request_id} row {row} was scored without explanations")
-    png = await asyncio.to_thread(
-        render_png, contributions=item["contributions"], base_value=item["base_value"],
-        score=item["score"], features=item["input"] or {},
-    )  # fmt: skip
     return Response(png, media_type="image/png")
