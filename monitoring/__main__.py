@@ -1,8 +1,9 @@
-"""python -m monitoring drift | compare | outcomes | replay: drift, challenger, outcomes, one decision again.
+"""python -m monitoring drift | compare | fairness | outcomes | replay.
 
 Exit status of `drift`: 0 no drift, 1 drift found (for a scheduler to alert on), 2 the report could
 not be made (bad option, unknown model, too few logged rows, unreachable log store). Of `compare`:
 0 no objection to the challenger, 1 objection, 2 not enough data (or a bad option, as `drift`). Of
+`fairness`: 0 no protected attribute under the four-fifths rule, 1 one or more, 2 as `drift`. Of
 `replay`: 0 the same score, decision and reasons, 1 not (the differences are printed), 2 not replayable.
 """
 
@@ -24,14 +25,19 @@ from sqlalchemy.exc import SQLAlchemyError
 from logstore.database import first_line, make_engine, safe_url
 from logstore.errors import LogStoreError
 from logstore.settings import LogStoreSettings
-from monitoring import compare_job, job, outcomes, reference, replay
+from monitoring import compare_job, fairness_job, job, outcomes, reference, replay
 from monitoring.challenger import CompareThresholds
 from monitoring.drift import Thresholds
 from monitoring.errors import MonitoringError
+from monitoring.fairness_job import FairnessThresholds
+from registry_scripts import fairness
 from registry_scripts.access import configure_mlflow
 from registry_scripts.cli import fail, problems
 
 T = TypeVar("T", bound=BaseModel)
+THRESHOLDS: dict[str, type[BaseModel]] = {
+    "drift": Thresholds, "compare": CompareThresholds, "fairness": FairnessThresholds,
+}  # fmt: skip
 
 
 def _version(text: str) -> int | None:
@@ -77,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     versus = commands.add_parser("compare", help="the served version against the challenger that shadowed it")
     versus.add_argument("--model", required=True, help="registered model name")
     _report_options(versus, CompareThresholds)
+    groups = commands.add_parser("fairness", help="logged decisions and outcomes by protected group")
+    groups.add_argument("--model", required=True, help="registered model name")
+    groups.add_argument(
+        "--version", type=_version, help="model version (default: @production, else the newest)"
+    )
+    _report_options(groups, FairnessThresholds)
     imports = commands.add_parser("outcomes", help="import observed labels from a CSV file")
     imports.add_argument("--model", required=True, help="registered model name")
     imports.add_argument(
@@ -117,6 +129,19 @@ def _said(compared: compare_job.CompareOutcome) -> int:
     return compared.exit_code
 
 
+def _fair(assessed: job.ReportOutcome) -> int:
+    summary = assessed.summary
+    print(f"report: {assessed.directory / 'report.html'} (MLflow run {assessed.run_id})")
+    min_ratio = summary["policy"]["min_ratio"]
+    print(f"{summary['rows']} rows of {summary['model']} version {summary['version']}, "
+          f"{summary['labelled']} labelled:")  # fmt: skip
+    for item in summary["attributes"]:
+        print(f"  {fairness.describe(item, min_ratio)}")
+    if summary["unavailable"]:
+        print(f"  not in the logged inputs: {', '.join(summary['unavailable'])}")
+    return 1 if summary["flagged"] else 0
+
+
 def _options(args: argparse.Namespace, model: type[T]) -> T:
     """A command's threshold options, validated; those not given keep their defaults."""
     return model(
@@ -137,6 +162,12 @@ def _command(
         replaced = sum(1 for item in stored if item["replaced"] is not None)
         print(f"stored {len(stored)} outcome(s) from {args.csv}; {replaced} replaced an earlier label")
         return 0
+    if args.command == "fairness":
+        assessed = fairness_job.run(
+            client, engine, model=args.model, version=args.version, since=args.since, until=args.until,
+            out=args.out, thresholds=args.thresholds,
+        )  # fmt: skip
+        return _fair(assessed)
     if args.command == "compare":
         compared = compare_job.run(
             client, engine, model=args.model, since=args.since, until=args.until, out=args.out,
@@ -160,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = LogStoreSettings(**({"database_url": args.database_url} if args.database_url else {}))
-        if args.command in {"drift", "compare"}:
-            args.thresholds = _options(args, Thresholds if args.command == "drift" else CompareThresholds)
+        if args.command in THRESHOLDS:
+            args.thresholds = _options(args, THRESHOLDS[args.command])
     except ValidationError as exc:
         return fail(problems(exc, spell=lambda field: "--" + field.replace("_", "-")))
     configure_mlflow()

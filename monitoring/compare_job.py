@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,20 +17,15 @@ from sqlalchemy import Engine
 from monitoring import logged, reference
 from monitoring.challenger import CompareThresholds, compare
 from monitoring.errors import MonitoringError
-from monitoring.job import finite, window
+from monitoring.job import ReportOutcome, finite, window
 from monitoring.report import STYLE, paired_scores_plot, table
 from registry_scripts.reports import CompareSummary
 
 EXIT_CODES = {"no objection": 0, "objection": 1, "not enough data": 2}
 
 
-@dataclass(frozen=True)
-class CompareOutcome:
-    """The summary, where its files are, and the MLflow run that holds them."""
-
-    summary: dict[str, Any]
-    directory: Path
-    run_id: str
+class CompareOutcome(ReportOutcome):
+    """A comparison's report; its verdict is the exit status."""
 
     @property
     def exit_code(self) -> int:

@@ -23,8 +23,8 @@ from registry_scripts.reports import DriftSummary
 
 
 @dataclass(frozen=True)
-class DriftOutcome:
-    """Where the report went and what it found."""
+class ReportOutcome:
+    """Where a report went, what it found, and the MLflow run that holds it."""
 
     summary: dict[str, Any]
     directory: Path
@@ -104,7 +104,7 @@ def run(
     until: datetime | None,
     out: Path,
     thresholds: drift.Thresholds,
-) -> DriftOutcome:
+) -> ReportOutcome:
     """Compare, write the HTML report and JSON summary, and log both to an MLflow run."""
     version = reference.resolve_version(client, model, version)
     ref = reference.load(client, model, version)
@@ -157,7 +157,7 @@ def run(
         encoding="utf-8",
     )
     run_id = _log_run(summary, directory, ref.facts.experiment_id)
-    return DriftOutcome(summary, directory, run_id)
+    return ReportOutcome(summary, directory, run_id)
 
 
 def window(rows: pd.DataFrame, since: datetime | None, until: datetime | None) -> dict[str, str | None]:

@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     for note in outcome.warnings:
         print(f"warning: {note}")
     for gate in outcome.gates:
-        state = "passed" if gate.passed else "FAILED (forced)"
+        state = ("passed with a WARNING" if gate.warning else "passed") if gate.passed else "FAILED (forced)"
         print(f"gate {gate.name}: {state}: {gate.detail}")
     print(outcome.message)
     return 0

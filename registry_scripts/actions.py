@@ -70,6 +70,7 @@ def promote(
             gates.check_metric(client, candidate, current, tolerance),
             gates.check_baseline(client, candidate),
             gates.check_live_shadow(client, name, candidate, current),
+            gates.check_fairness(candidate),
         ]
         blocking = [r for r in results if not r.passed and not (force and r.overridable)]
         if blocking:
@@ -86,7 +87,10 @@ def promote(
         mark_production(client, name, candidate.number, previous=previous, via="promote")
         verdict = f"forced past {', '.join(forced)}" if forced else "passed"
         client.set_model_version_tag(name, str(candidate.number), GATES_TAG, verdict)
-    gate_log = [{"gate": r.name, "passed": r.passed, "detail": r.detail} for r in results]
+    gate_log = [
+        {"gate": r.name, "passed": r.passed, "detail": r.detail, **({"warning": True} if r.warning else {})}
+        for r in results
+    ]
     record(
         client,
         name,

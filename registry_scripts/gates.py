@@ -13,7 +13,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from registry_scripts import access
+from registry_scripts import access, fairness
 from registry_scripts.registry import Version
 from registry_scripts.reports import auc_worse
 
@@ -40,6 +40,7 @@ class GateResult:
     passed: bool
     detail: str
     overridable: bool = False
+    warning: bool = False  # Passed, but with a finding the config asks only to warn about.
 
 
 def holdout_auc(client: MlflowClient, version: Version) -> float | None:
@@ -219,4 +220,22 @@ def check_live_shadow(
     )
     return GateResult(
         gate, not problems, "; ".join(problems) + f" ({figures})" if problems else figures, True
+    )
+
+
+def check_fairness(candidate: Version) -> GateResult:
+    """The candidate's holdout figures by group pass the four-fifths rule, or its config says to warn."""
+    gate = "fairness"
+    summary = fairness.recorded(candidate.run_id) if candidate.run_id else None
+    if summary is None:
+        return GateResult(gate, True, "not assessed: the training config names no protected attributes")
+    policy = summary["policy"]
+    lines = "; ".join(fairness.describe(item, policy["min_ratio"]) for item in summary["attributes"])
+    if not summary["flagged"]:
+        return GateResult(gate, True, f"holdout {lines}", overridable=True)
+    failed = f"{', '.join(summary['flagged'])} under the four-fifths rule on the holdout ({lines})"
+    if policy["gate"] == "refuse":
+        return GateResult(gate, False, f"{failed}; the config's fairness.gate is refuse", overridable=True)
+    return GateResult(
+        gate, True, f"{failed}; the config's fairness.gate is warn", overridable=True, warning=True
     )

@@ -21,6 +21,17 @@ def test_conda_env_lists_the_same_requirements_as_pyproject() -> None:
 def test_mlproject_entry_points_use_the_conda_env() -> None:
     project = yaml.safe_load((REPO / "MLproject").read_text())
     assert project["conda_env"] == "conda.yaml"
-    expected = {"main", "train", "promote", "rollback", "score", "batch", "serve", "drift"}
+    expected = {
+        "main",
+        "train",
+        "promote",
+        "rollback",
+        "score",
+        "batch",
+        "serve",
+        "drift",
+        "compare",
+        "fairness",
+    }
     assert expected <= set(project["entry_points"])
     assert "--trials {trials}" in project["entry_points"]["train"]["command"]

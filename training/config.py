@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_core import PydanticCustomError
 
 from registry_scripts.cli import problems
+from registry_scripts.fairness import FairnessPolicy
 from training.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -127,6 +128,7 @@ class UseCaseConfig(_Strict):
     promotion: PromotionConfig = PromotionConfig()
     reasons: ReasonsConfig | None = None  # Without it the model refuses the `reasons` param.
     card: CardConfig = CardConfig()
+    fairness: FairnessPolicy | None = None  # Protected attributes: figures by group at training and a gate.
 
     @property
     def experiment_name(self) -> str:

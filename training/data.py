@@ -32,6 +32,7 @@ class Dataset:
     features: pd.DataFrame
     target: np.ndarray
     ids: pd.Series
+    sensitive: pd.DataFrame  # The config's protected attributes, model inputs or not, as in the CSV.
     schema: tuple[Feature, ...]
     positive_label: str
     negative_label: str
@@ -72,6 +73,21 @@ def _require_columns(frame: pd.DataFrame, field: str, columns: list[str]) -> Non
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataError(f"data.{field}: column(s) {missing} not in the CSV (has {list(frame.columns)})")
+
+
+def _sensitive(frame: pd.DataFrame, config: UseCaseConfig) -> pd.DataFrame:
+    """The protected attributes' columns, checked: present, not the target or id, numbers where banded."""
+    if config.fairness is None:
+        return frame.iloc[:, :0]
+    for name, attribute in config.fairness.attributes.items():
+        where = f"fairness.attributes.{name}"
+        if name not in frame.columns:
+            raise DataError(f"{where}: column {name!r} is not in the CSV (has {list(frame.columns)})")
+        if name in {config.data.target, config.data.id_column}:
+            raise DataError(f"{where}: {name!r} is the target or id column, not an attribute of a person")
+        if attribute.bands and not pd.api.types.is_numeric_dtype(frame[name]):
+            raise DataError(f"{where}.bands: column {name!r} is not numeric, so it cannot be cut into bands")
+    return frame[list(config.fairness.attributes)]
 
 
 def load_dataset(config: UseCaseConfig) -> Dataset:
@@ -127,6 +143,7 @@ def load_dataset(config: UseCaseConfig) -> Dataset:
         features=features,
         target=y,
         ids=ids,
+        sensitive=_sensitive(frame, config),
         schema=schema,
         positive_label=spec.positive_class,
         negative_label=negative,

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 
+from registry_scripts import fairness
 from training import model_card, plots
 from training.config import SearchConfig, UseCaseConfig, format_validation_error
 from training.data import Dataset, load_dataset
@@ -210,6 +211,7 @@ class Split:
     y_train: np.ndarray
     y_hold: np.ndarray
     ids_hold: pd.Series
+    sensitive_hold: pd.DataFrame  # The holdout rows' protected attributes.
 
 
 @dataclass(frozen=True)
@@ -244,11 +246,11 @@ class Explained:
 
 
 def _split(dataset: Dataset, search: SearchConfig) -> Split:
-    X_train, X_hold, y_train, y_hold, _ids_train, ids_hold = train_test_split(
-        dataset.features, dataset.target, dataset.ids,
+    X_train, X_hold, y_train, y_hold, _, ids_hold, _, sensitive_hold = train_test_split(
+        dataset.features, dataset.target, dataset.ids, dataset.sensitive,
         test_size=search.holdout_fraction, stratify=dataset.target, random_state=search.seed,
     )  # fmt: skip
-    return Split(X_train, X_hold, y_train, y_hold, ids_hold)
+    return Split(X_train, X_hold, y_train, y_hold, ids_hold, sensitive_hold)
 
 
 def _log_inputs(config: UseCaseConfig, dataset: Dataset, split: Split, search: SearchConfig) -> str:
@@ -329,6 +331,33 @@ def _evaluate(
         metrics["holdout_business_cost_per_case"], metrics["baseline_holdout_business_cost_per_case"],
     )  # fmt: skip
     return Evaluated(model, metrics, hold_scores, baseline_hold)
+
+
+def _assess_fairness(config: UseCaseConfig, split: Split, evaluated: Evaluated) -> dict[str, Any] | None:
+    """Figures by protected group on the holdout (fairlearn), logged with their plot; a warning per flag."""
+    policy = config.fairness
+    if policy is None:
+        return None
+    scores = evaluated.hold_scores
+    summary = fairness.assess(
+        split.sensitive_hold.reset_index(drop=True),
+        decisions=(scores >= evaluated.metrics["threshold"]).astype(np.int64),
+        scores=scores, actual=split.y_hold.astype(np.float64), policy=policy, source="holdout",
+    )  # fmt: skip
+    mlflow.log_metrics(
+        {
+            f"fairness.{item['attribute']}.{key}": item[key]
+            for item in summary["attributes"]
+            for key in ("demographic_parity_ratio", "equalized_odds_difference")
+            if item[key] is not None
+        }
+    )
+    mlflow.log_dict(summary, fairness.ARTIFACT)
+    mlflow.log_figure(fairness.plot(summary), "plots/fairness.png")
+    for item in summary["attributes"]:
+        if item["flagged"]:
+            log.warning("%s: holdout %s", config.model_name, fairness.describe(item, policy.min_ratio))
+    return summary
 
 
 def _explain(dataset: Dataset, split: Split, evaluated: Evaluated) -> Explained:
@@ -492,6 +521,7 @@ def _card_facts(
     searched: Searched,
     explained: Explained,
     metrics: dict[str, float],
+    fairness_summary: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """What the run knows that the model card says."""
     return {
@@ -510,6 +540,7 @@ def _card_facts(
         "costs": config.costs.model_dump(),
         "params": searched.result.params,
         "additivity": explained.additivity,
+        "fairness": fairness_summary,
     }  # fmt: skip
 
 
@@ -549,6 +580,7 @@ def train(
         commit = _log_inputs(config, dataset, split, search)
         searched = _search_and_threshold(config, dataset, split, search, folds(search.cv_folds, search.seed))
         evaluated = _evaluate(config, dataset, split, search, searched)
+        assessed = _assess_fairness(config, split, evaluated)
         explained = _explain(dataset, split, evaluated)
         # The decision and its words, written once: the pyfunc's artifacts and the model's metadata.
         decision = {
@@ -572,7 +604,10 @@ def train(
         if not baseline.beaten:
             log.warning("%s: %s", config.model_name, baseline.describe())
         _register(config, dataset, version, metrics=metrics, commit=commit, baseline=baseline)
-        facts = _card_facts(config, dataset, split, searched=searched, explained=explained, metrics=metrics)
+        facts = _card_facts(
+            config, dataset, split, searched=searched, explained=explained, metrics=metrics,
+            fairness_summary=assessed,
+        )  # fmt: skip
         _log_card(
             config, {**facts, "version": version, "run_id": run.info.run_id, "git_commit": commit,
                      "baseline_verdict": baseline.describe()},

@@ -22,6 +22,45 @@ def _f(value: float) -> str:
     return f"{value:.4f}"
 
 
+def _rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _per_group(summary: dict[str, Any] | None) -> Section:
+    """The holdout's figures by protected group, as training's fairlearn assessment found them."""
+    title = "Per-group metrics"
+    if summary is None:
+        return Section(title, [], ("Not assessed: the config names no protected attributes (`fairness:`).",))
+    policy = summary["policy"]
+    chosen = "flagged" if policy["selected"] == "positive" else "not flagged"
+    rows: Rows = []
+    for item in summary["attributes"]:
+        ratio, odds = item["demographic_parity_ratio"], item["equalized_odds_difference"]
+        rows.append(
+            (
+                item["attribute"],
+                f"demographic-parity ratio {_rate(ratio)}"
+                + (f" UNDER {policy['min_ratio']:g}" if item["flagged"] else "")
+                + f", equalized-odds difference {_rate(odds)}",
+            )
+        )
+        rows += [
+            (f"{item['attribute']} = {g['group']}",
+             f"{g['rows']} rows{'' if g['counted'] else ' (too few to count)'}, {chosen} "
+             f"{_rate(g['selection_rate'])}, TPR {_rate(g['true_positive_rate'])}, "
+             f"FPR {_rate(g['false_positive_rate'])}, ROC AUC {_rate(g['roc_auc'])}")
+            for g in item["groups"]
+        ]  # fmt: skip
+    note = (
+        f"On the {summary['rows']} holdout rows, with fairlearn. The ratio compares the share {chosen} in "
+        f"each group with {policy['min_group_rows']} or more rows; under {policy['min_ratio']:g} fails the "
+        "four-fifths rule. The promotion gate "
+        + ("refuses" if policy["gate"] == "refuse" else "warns about")
+        + " a version that fails it."
+    )
+    return Section(title, rows, (note,))
+
+
 def sections(facts: dict[str, Any]) -> list[Section]:
     """The card's sections, from the run's facts (see `training.job._card_facts`)."""
     m, data, card = facts["metrics"], facts["data"], facts["card"]
@@ -74,11 +113,7 @@ def sections(facts: dict[str, Any]) -> list[Section]:
              ("cost of a false alarm", f"{facts['costs']['false_positive']:g}")],
             ("The threshold minimises the business cost per case on out-of-fold scores.",),
         ),
-        Section(
-            "Per-group metrics",
-            [],
-            ("Not computed yet: fairness figures by group are still to come (issue 21).",),
-        ),
+        _per_group(facts.get("fairness")),
         Section(
             "Explanations",
             [("method", "exact TreeSHAP (XGBoost's pred_contribs), in log-odds, one-hot columns summed back"),

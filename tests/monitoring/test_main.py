@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine
 
 from monitoring.__main__ import main
+from registry_scripts import fairness
 from tests.conftest import REPO, subprocess_env
 from tests.serving.conftest import HEADERS, Proxy, count, split_body, wait_for
 
@@ -56,6 +57,16 @@ def shifted(holdout: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     frame.loc[rng.choice(no_overtime, len(no_overtime) // 2, replace=False), "OverTime"] = "Yes"
     frame.loc[rng.choice(frame.index, len(frame) // 10, replace=False), "JobRole"] = "Astronaut"
     return frame
+
+
+def outcome_rows(holdout: pd.DataFrame, request_ids: list[str]) -> list[dict[str, Any]]:
+    """The observed label of every row the steady traffic sent, by request id and row."""
+    labels = holdout["Attrition"].map({1: "Yes", 0: "No"}).tolist()
+    return [
+        {"request_id": request_id, "row": row, "label": labels[50 * batch + row]}
+        for batch, request_id in enumerate(request_ids)
+        for row in range(min(50, len(labels) - 50 * batch))
+    ]
 
 
 def drift(served: str, log_db: str, out: Path, *args: str) -> tuple[int, dict[str, Any]]:
@@ -123,12 +134,7 @@ def test_outcomes_give_realised_performance_per_version(
     served: str, log_db: str, log_engine: Engine, traffic: dict[str, Any], *, holdout: pd.DataFrame,
     tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    labels = holdout["Attrition"].map({1: "Yes", 0: "No"}).tolist()
-    rows = [
-        {"request_id": request_id, "row": row, "label": labels[50 * batch + row]}
-        for batch, request_id in enumerate(traffic["steady"])
-        for row in range(min(50, len(labels) - 50 * batch))
-    ]
+    rows = outcome_rows(holdout, traffic["steady"])
     bad = tmp_path / "bad.csv"
     pd.DataFrame([*rows[:3], {**rows[3], "label": "Left"}]).to_csv(bad, index=False)
     assert main(["outcomes", "--model", served, "--csv", str(bad), "--database-url", log_db]) == 2
@@ -144,6 +150,62 @@ def test_outcomes_give_realised_performance_per_version(
     assert set(realised["holdout"]) >= {"roc_auc", "brier", "business_cost_per_case"}
     assert realised["positive_rate"] == pytest.approx(np.mean(holdout["Attrition"]))
     assert sum(bin_["rows"] for bin_ in realised["calibration"]) == 294
+
+
+def test_fairness_of_logged_decisions_and_outcomes_equals_the_holdouts(
+    served: str, log_db: str, traffic: dict[str, Any], *, holdout: pd.DataFrame, client: MlflowClient,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    rows = outcome_rows(holdout, traffic["steady"])
+    pd.DataFrame(rows).to_csv(tmp_path / "outcomes.csv", index=False)
+    assert (
+        main(
+            ["outcomes", "--model", served, "--csv", str(tmp_path / "outcomes.csv"), "--database-url", log_db]
+        )
+        == 0
+    )
+    until = ["--until", traffic["until"].isoformat()]
+    out = tmp_path / "reports"
+    status = main(["fairness", "--model", served, "--database-url", log_db, "--out", str(out), *until])
+    summary = json.loads(next(out.glob("*/summary.json")).read_text())
+    trained = fairness.recorded(str(client.get_model_version(served, "1").run_id))
+    assert trained is not None and status == (1 if trained["flagged"] else 0)
+    # The steady traffic is the holdout, scored by the same version: the same figures, group by group.
+    assert (summary["rows"], summary["labelled"], summary["source"]) == (294, 294, "traffic")
+    assert summary["unavailable"] == [] and summary["flagged"] == trained["flagged"]
+    for logged, held in zip(summary["attributes"], trained["attributes"], strict=True):
+        assert logged["attribute"] == held["attribute"]
+        assert logged["demographic_parity_ratio"] == pytest.approx(
+            held["demographic_parity_ratio"], abs=1e-12
+        )
+        assert logged["equalized_odds_difference"] == pytest.approx(
+            held["equalized_odds_difference"], abs=1e-12
+        )
+        assert [g["group"] for g in logged["groups"]] == [g["group"] for g in held["groups"]]
+        for mine, theirs in zip(logged["groups"], held["groups"], strict=True):
+            assert mine == pytest.approx(theirs, abs=1e-12)
+    said = capsys.readouterr().out
+    assert "294 rows" in said and "MaritalStatus: demographic-parity ratio" in said
+    report = next(out.glob("*/report.html")).read_text()
+    assert "decisions by group" in report and "data:image/png;base64," in report and "http" not in report
+    experiment = client.get_experiment_by_name("attrition")
+    assert experiment is not None
+    runs = client.search_runs(
+        [experiment.experiment_id], f"tags.monitoring = 'fairness' and tags.model_name = '{served}'"
+    )
+    assert runs and runs[0].data.tags["flagged"] == (",".join(trained["flagged"]) or "none")
+    assert runs[0].data.metrics["Age.demographic_parity_ratio"] == pytest.approx(
+        summary["attributes"][2]["demographic_parity_ratio"]
+    )
+
+    done = subprocess.run(
+        [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local", "-e", "fairness",
+         "--experiment-name", "attrition", "-P", f"model={served}", "-P", f"out={tmp_path / 'project'}",
+         "-P", f"until={traffic['until'].isoformat()}"],
+        env=subprocess_env(DATABASE_URL=log_db), capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == status, done.stderr[-3000:]
+    assert "Gender: demographic-parity ratio" in done.stdout
 
 
 @pytest.mark.parametrize(

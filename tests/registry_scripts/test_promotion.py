@@ -10,7 +10,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
+from registry_scripts import fairness
 from registry_scripts.__main__ import main
+from tests.conftest import config_with
+from training.job import train
 
 
 def stage_and_alias(client: MlflowClient, name: str, stage: str) -> tuple[str | None, str | None]:
@@ -201,3 +204,48 @@ def test_rollback_needs_a_production_version(
     add_good_version(model_name)
     code, _, err = cli(capsys, "rollback", "--model", model_name)
     assert code == 2 and "nothing to roll back" in err
+
+
+def gate_entry(client: MlflowClient, name: str, version: str, gate: str) -> dict[str, object]:
+    """The named gate's entry in the version's last promotion record."""
+    history = json.loads(client.get_model_version(name, version).tags["audit.history"])
+    return next(g for g in history[-1]["gates"] if g["gate"] == gate)
+
+
+def test_the_fairness_gate_warns_by_default_and_refuses_when_the_config_says(
+    client: MlflowClient,
+    capsys: pytest.CaptureFixture[str],
+    model_name: str,
+    add_good_version: Callable[[str], str],
+) -> None:
+    good = add_good_version(model_name)  # The shipped attrition config: `gate: warn`.
+    code, out, _ = cli(capsys, "promote", "--model", model_name, "--version", good, "--to", "production")
+    assessed = fairness.recorded(str(client.get_model_version(model_name, good).run_id))
+    assert code == 0 and assessed is not None and assessed["policy"]["gate"] == "warn"
+    line = next(line for line in out.splitlines() if line.startswith("gate fairness: "))
+    assert ("passed with a WARNING" in line) == bool(
+        assessed["flagged"]
+    ) and "demographic-parity ratio" in line
+    assert gate_entry(client, model_name, good, "fairness")["passed"] is True
+    assert gate_entry(client, model_name, good, "fairness").get("warning", False) == bool(assessed["flagged"])
+
+    # Every group's rate must equal the highest (min_ratio 1.0): flagged for sure, and refused.
+    strict = fairness.FairnessPolicy.model_validate(
+        {"attributes": {"Gender": {}, "Age": {"bands": [30, 40, 50]}}, "min_ratio": 1.0, "gate": "refuse"}
+    )
+    refused = train(
+        config_with("attrition", model_name=model_name, fairness=strict), trials=1, cv_folds=2
+    ).version
+    code, _, err = cli(capsys, "promote", "--model", model_name, "--version", refused, "--to", "production")
+    assert code == 1 and "fairness: " in err and "the config's fairness.gate is refuse" in err
+    assert "under the four-fifths rule on the holdout" in err and "Traceback" not in err
+    assert stage_and_alias(client, model_name, "Production") == (good, good)
+
+    code, out, _ = cli(
+        capsys, "promote", "--model", model_name, "--version", refused, "--to", "production", "--force",
+        "--reason", "reviewed by the works council",
+    )  # fmt: skip
+    assert code == 0 and "gate fairness: FAILED (forced)" in out
+    entry = gate_entry(client, model_name, refused, "fairness")
+    assert entry["passed"] is False and "refuse" in str(entry["detail"])
+    assert "forced past" in client.get_model_version(model_name, refused).tags["audit.last_reason"]

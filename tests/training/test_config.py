@@ -58,6 +58,11 @@ def test_a_config_path_works_and_search_defaults_apply(tmp_path: Path) -> None:
         (lambda c: c.update(model_name="has space"), "model_name"),
         (lambda c: c.update(search={"cv_folds": 1}), "search.cv_folds"),
         (lambda c: c.update(search={"holdout_fraction": 0.9}), "search.holdout_fraction"),
+        (
+            lambda c: c.update(fairness={"attributes": {"Age": {"bands": [50, 30]}}}),
+            "fairness.attributes.Age.bands",
+        ),
+        (lambda c: c.update(fairness={"attributes": {"Age": {}}, "gate": "block"}), "fairness.gate"),
     ],
 )
 def test_invalid_fields_are_named(tmp_path: Path, change: object, field: str) -> None:
@@ -92,3 +97,23 @@ def test_cli_overrides_are_validated_like_the_config(capsys: pytest.CaptureFixtu
     assert main(["--config", "credit", "--trials", "5000"]) == 2
     err = capsys.readouterr().err
     assert "search overrides" in err and "trials" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("fairness", "message"),
+    [
+        ({"Religion": {}}, "fairness.attributes.Religion: column 'Religion' is not in the CSV"),
+        (
+            {"Marital": {"bands": [1, 2]}},
+            "fairness.attributes.Marital.bands: column 'Marital' is not numeric",
+        ),
+        ({"Status": {}}, "fairness.attributes.Status: 'Status' is the target or id column"),
+    ],
+)
+def test_a_bad_protected_attribute_stops_training_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fairness: dict[str, object], message: str
+) -> None:
+    content = {**valid(), "fairness": {"attributes": fairness}}
+    assert main(["--config", str(write(tmp_path, content)), "--trials", "1"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -19,6 +19,7 @@ from training.job import BaselineVerdict, TrainingOutcome, train
 
 EXPECTED_PLOTS = {
     "roc_curve.png",
+    "fairness.png",  # Both shipped configs name protected attributes.
     "precision_recall.png",
     "calibration.png",
     "shap_summary.png",

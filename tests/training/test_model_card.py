@@ -9,6 +9,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from registry_scripts import fairness
 from training.config import load_config
 from training.job import TrainingOutcome
 
@@ -48,7 +49,21 @@ def test_the_model_card_holds_the_runs_own_figures(
     ):
         assert figure in text, figure
     assert m["shap_additivity_max_error"] < 1e-4
-    assert "Not computed yet" in text  # Per-group metrics: said plainly until they exist.
+    assessed = fairness.recorded(outcome.run_id)
+    assert assessed is not None and config.fairness is not None
+    assert list(assessed["policy"]["attributes"]) == list(config.fairness.attributes)
+    for item in assessed["attributes"]:
+        ratio = m[f"fairness.{item['attribute']}.demographic_parity_ratio"]
+        assert item["demographic_parity_ratio"] == pytest.approx(ratio)
+        assert f"| {item['attribute']} | demographic-parity ratio {ratio:.3f}" in text
+        line = text.split(f"| {item['attribute']} |")[1].split("\n")[0]
+        assert ("UNDER" in line) == (ratio < config.fairness.min_ratio)
+        for group in item["groups"]:
+            assert f"| {item['attribute']} = {group['group']} | {group['rows']} rows" in text
+    assert sum(group["rows"] for group in assessed["attributes"][0]["groups"]) == int(
+        run.params["holdout_rows"]
+    )
+    assert "fairness.png" in {Path(a.path).name for a in client.list_artifacts(outcome.run_id, "plots")}
     assert "<h1>Model card: " in page and f"{m['holdout_roc_auc']:.4f}" in page and "http" not in page
     calibrated = float(run.params.get("xgb_scale_pos_weight", 1.0)) <= 1.0
     assert calibrated == ("not calibrated probabilities" not in text)

@@ -1,0 +1,168 @@
+"""The fairness job: one version's logged decisions (and outcomes) by protected group, reported three ways."""
+
+from __future__ import annotations
+
+import html
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.environment_variables import MLFLOW_RUN_ID
+from mlflow.tracking import MlflowClient
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Engine
+
+from monitoring import logged, reference
+from monitoring.errors import MonitoringError
+from monitoring.job import ReportOutcome, finite, window
+from monitoring.report import STYLE, png, table
+from registry_scripts import fairness
+
+GROUP_COLUMNS = [
+    "group", "rows", "counted", "selection_rate", "labelled", "true_positive_rate", "false_positive_rate",
+    "roc_auc",
+]  # fmt: skip
+
+
+class FairnessThresholds(BaseModel):
+    """When the report has enough data; the rule itself is the version's training policy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_rows: int = Field(default=100, ge=1, description="fewer logged rows: no report (exit 2)")
+
+
+def _attributes(rows: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """The protected attributes the logged inputs carry; one a client never sends is left out."""
+    records = [row if isinstance(row, dict) else {} for row in rows["input"]]
+    sent = [name for name in names if any(name in record for record in records)]
+    return pd.DataFrame.from_records(records, columns=sent)
+
+
+def run(
+    client: MlflowClient,
+    engine: Engine,
+    *,
+    model: str,
+    version: int | None,
+    since: datetime | None,
+    until: datetime | None,
+    out: Path,
+    thresholds: FairnessThresholds,
+) -> ReportOutcome:
+    """Assess, write the HTML report and JSON summary, and log both to an MLflow run."""
+    version = reference.resolve_version(client, model, version)
+    facts = reference.facts(client, model, version)
+    trained = fairness.recorded(facts.run_id)
+    if trained is None:
+        raise MonitoringError(
+            f"model {model!r} version {version} was trained without a `fairness:` config: "
+            "no protected attributes to assess"
+        )
+    policy = fairness.FairnessPolicy.model_validate(trained["policy"])
+    rows = logged.predictions(engine, model_name=model, version=version, since=since, until=until)
+    if len(rows) < thresholds.min_rows:
+        raise MonitoringError(
+            f"model {model!r} version {version} has {len(rows)} logged row(s) in the window; "
+            f"a report needs at least {thresholds.min_rows} (--min-rows)"
+        )
+    found = fairness.assess(
+        _attributes(rows, list(policy.attributes)),
+        decisions=(rows["prediction"] == facts.labels[1]).to_numpy(dtype=np.int64),
+        scores=rows["score"].to_numpy(dtype=np.float64),
+        actual=pd.to_numeric(rows["actual"], errors="coerce").to_numpy(dtype=np.float64),
+        policy=policy,
+        source="traffic",
+    )
+    created = datetime.now(UTC)
+    summary = finite(
+        {
+            "model": model,
+            "version": version,
+            "created_at": created.isoformat(timespec="seconds"),
+            "window": window(rows, since, until),
+            **found,
+            "holdout": {
+                item["attribute"]: {
+                    key: item[key] for key in ("demographic_parity_ratio", "equalized_odds_difference")
+                }
+                for item in trained["attributes"]
+            },
+        }
+    )
+    directory = out / f"{model}-v{version}-fairness-{created.strftime('%Y%m%dT%H%M%SZ')}"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
+    (directory / "report.html").write_text(_render(summary), encoding="utf-8")
+    return ReportOutcome(summary, directory, _log_run(summary, directory, facts.experiment_id))
+
+
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _render(summary: dict[str, Any]) -> str:
+    """One offline page: the verdict, each attribute's figures against the holdout's, and the plot."""
+    min_ratio = summary["policy"]["min_ratio"]
+    flagged = summary["flagged"]
+    verdict = (
+        f"{', '.join(flagged)} under the four-fifths rule ({min_ratio:g})"
+        if flagged
+        else f"no attribute under {min_ratio:g}"
+    )
+    chosen = "flagged" if summary["policy"]["selected"] == "positive" else "not flagged"
+    parts = [
+        f"<h1>{html.escape(summary['model'])} version {summary['version']}: decisions by group</h1>",
+        f"<p>{summary['rows']} logged rows from {summary['window']['first']} to {summary['window']['last']}, "
+        f"{summary['labelled']} with an observed outcome. The rate compared is the share {chosen}; groups "
+        f"under {summary['policy']['min_group_rows']} rows are shown, not counted.</p>",
+        f'<p class="verdict {"bad" if flagged else "good"}">{html.escape(verdict)}</p>',
+    ]
+    for item in summary["attributes"]:
+        holdout = summary["holdout"].get(item["attribute"], {})
+        parts.append(
+            f"<h2>{html.escape(fairness.describe(item, min_ratio))}</h2>"
+            f"<p>On the holdout at training: ratio {_figure(holdout.get('demographic_parity_ratio'))}, "
+            f"equalized-odds difference {_figure(holdout.get('equalized_odds_difference'))}.</p>"
+            + table(item["groups"], GROUP_COLUMNS)
+        )
+    if summary["unavailable"]:
+        parts.append(
+            f"<p>Not in the logged inputs, so not assessed: {html.escape(', '.join(summary['unavailable']))}"
+            ".</p>"
+        )
+    if summary["attributes"]:
+        parts.append(f"<h2>by group</h2>{png(fairness.plot(summary))}")
+    return f"<!doctype html><meta charset=utf-8><title>fairness</title><style>{STYLE}</style>{''.join(parts)}"
+
+
+def _log_run(summary: dict[str, Any], directory: Path, experiment_id: str) -> str:
+    metrics = {"rows": summary["rows"], "labelled": summary["labelled"]}
+    for item in summary["attributes"]:
+        for key in ("demographic_parity_ratio", "equalized_odds_difference"):
+            metrics[f"{item['attribute']}.{key}"] = item[key]
+    experiment = None if MLFLOW_RUN_ID.get() else experiment_id
+    with mlflow.start_run(
+        experiment_id=experiment, run_name=f"fairness-{summary['model']}-v{summary['version']}"
+    ) as run:
+        mlflow.set_tags(
+            {
+                "monitoring": "fairness",
+                "model_name": summary["model"],
+                "model_version": str(summary["version"]),
+                "flagged": ",".join(summary["flagged"]) or "none",
+            }
+        )
+        mlflow.log_params(
+            {
+                "window.since": summary["window"]["since"] or "",
+                "window.until": summary["window"]["until"] or "",
+            }
+        )
+        mlflow.log_metrics({key: float(value) for key, value in metrics.items() if value is not None})
+        mlflow.log_artifacts(str(directory), "fairness_report")
+        return str(run.info.run_id)

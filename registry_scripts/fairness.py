@@ -1,0 +1,258 @@
+"""Fairness by group with fairlearn: the policy a config names; the figures training and monitoring log."""
+
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+from typing import Any, Literal
+
+import mlflow
+import numpy as np
+import pandas as pd
+from fairlearn.metrics import (
+    MetricFrame,
+    count,
+    demographic_parity_ratio,
+    equalized_odds_difference,
+    false_positive_rate,
+    selection_rate,
+    true_positive_rate,
+)
+from matplotlib.figure import Figure
+from mlflow.exceptions import MlflowException
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+from sklearn.metrics import roc_auc_score
+
+ARTIFACT = "fairness/fairness.json"  # In the training run: the policy and the holdout's figures.
+MISSING = "missing"  # The group of a row without a value.
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Attribute(_Strict):
+    """One protected attribute: its values as groups, or a number cut into bands."""
+
+    bands: tuple[int, ...] = Field(
+        default=(), description="Band edges: [30, 40, 50] gives under 30, 30-39, 40-49, 50 and over."
+    )
+
+    @field_validator("bands")
+    @classmethod
+    def _increasing(cls, edges: tuple[int, ...]) -> tuple[int, ...]:
+        if any(high <= low for low, high in pairwise(edges)):
+            raise PydanticCustomError(
+                "bands", "band edges must be strictly increasing, got {edges}", {"edges": list(edges)}
+            )
+        return edges
+
+
+class FairnessPolicy(_Strict):
+    """Protected attributes (model inputs or not) and what counts as a finding."""
+
+    attributes: dict[str, Attribute] = Field(min_length=1)
+    # The decision whose rate by group is compared: `negative` where not being flagged is the favourable
+    # outcome (a credit approval); true and false positive rates are always of the positive class.
+    selected: Literal["positive", "negative"] = "positive"
+    # The four-fifths rule: a group selected at under 80% of the most-selected group's rate.
+    min_ratio: float = Field(default=0.8, gt=0.0, le=1.0)
+    # Smaller groups are shown but left out of the ratio and the difference: their rates are noise.
+    min_group_rows: int = Field(default=20, ge=1)
+    gate: Literal["warn", "refuse"] = "warn"  # What the promotion gate does with a flagged attribute.
+
+
+def band_labels(edges: tuple[int, ...]) -> list[str]:
+    """The names of the bands `edges` makes, lowest first."""
+    middle = [f"{low}-{high - 1}" for low, high in pairwise(edges)]
+    return [f"under {edges[0]}", *middle, f"{edges[-1]} and over"]
+
+
+def groups(values: pd.Series, attribute: Attribute) -> pd.Series:
+    """Each row's group: its value as text, or its band; `missing` without a value."""
+    if not attribute.bands:
+        named = values.astype("string").fillna(MISSING).astype(object)
+        return pd.Series(named.to_numpy(), index=values.index, name=values.name)
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    labels = np.array(band_labels(attribute.bands), dtype=object)
+    which = np.searchsorted(np.asarray(attribute.bands, dtype=float), numbers, side="right")
+    banded = np.where(np.isnan(numbers), MISSING, labels[np.minimum(which, len(labels) - 1)])
+    return pd.Series(banded, index=values.index, name=values.name)
+
+
+def _ordered(found: list[Any], attribute: Attribute) -> list[Any]:
+    """Bands lowest first, other groups by name; `missing` last."""
+    if attribute.bands:
+        order = {label: index for index, label in enumerate(band_labels(attribute.bands))}
+        return sorted(found, key=lambda group: order.get(group, len(order)))
+    return sorted(found, key=lambda group: (group == MISSING, str(group)))
+
+
+def _roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
+    return float(roc_auc_score(y_true, scores)) if len(np.unique(y_true)) == 2 else math.nan
+
+
+def _number(value: Any) -> float | None:
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def assess_attribute(
+    name: str,
+    attribute: Attribute,
+    values: pd.Series,
+    *,
+    decisions: np.ndarray,
+    scores: np.ndarray,
+    actual: np.ndarray,
+    policy: FairnessPolicy,
+) -> dict[str, Any]:
+    """Per-group rate of the selected decision (every row), and TPR, FPR and ROC AUC (labelled rows only)."""
+    sensitive = groups(values, attribute).to_numpy(dtype=object)
+    chosen = decisions if policy.selected == "positive" else 1 - decisions
+    by_group = MetricFrame(
+        metrics={"rows": count, "selection_rate": selection_rate},
+        y_true=chosen, y_pred=chosen, sensitive_features=sensitive,
+    ).by_group  # fmt: skip
+    labelled = ~np.isnan(actual)
+    y, flagged, s, where = (
+        actual[labelled].astype(int),
+        decisions[labelled],
+        scores[labelled],
+        sensitive[labelled],
+    )
+    rates = pd.DataFrame()
+    if labelled.any():
+        rates = MetricFrame(
+            metrics={"labelled": count, "true_positive_rate": true_positive_rate,
+                     "false_positive_rate": false_positive_rate},
+            y_true=y, y_pred=flagged, sensitive_features=where,
+        ).by_group  # fmt: skip
+        rates["roc_auc"] = MetricFrame(
+            metrics=_roc_auc, y_true=y, y_pred=s, sensitive_features=where
+        ).by_group
+    counted = [group for group, size in by_group["rows"].items() if size >= policy.min_group_rows]
+    keep = np.isin(sensitive, counted)
+    ratio = (
+        float(demographic_parity_ratio(chosen[keep], chosen[keep], sensitive_features=sensitive[keep]))
+        if len(counted) >= 2
+        else None
+    )
+    # Equalized odds needs both outcomes in every counted group's labelled rows.
+    both = [
+        group for group in counted
+        if len(np.unique(y[where == group])) == 2 and np.sum(where == group) >= policy.min_group_rows
+    ]  # fmt: skip
+    inside = np.isin(where, both)
+    odds = (
+        float(equalized_odds_difference(y[inside], flagged[inside], sensitive_features=where[inside]))
+        if len(both) >= 2
+        else None
+    )
+    table = []
+    for group in _ordered(list(by_group.index), attribute):
+        found = rates.loc[group] if group in rates.index else None
+        outcomes = set(y[where == group].tolist())
+        # fairlearn answers 0 for a rate with no row to count (no positives, or no negatives): say n/a.
+        defined = {"true_positive_rate": 1 in outcomes, "false_positive_rate": 0 in outcomes, "roc_auc": True}
+        table.append(
+            {
+                "group": str(group),
+                "rows": int(by_group.loc[group, "rows"]),
+                "counted": group in counted,
+                "selection_rate": _number(by_group.loc[group, "selection_rate"]),
+                "labelled": int(found["labelled"]) if found is not None else 0,
+                **{
+                    key: _number(found[key]) if found is not None and known else None
+                    for key, known in defined.items()
+                },
+            }
+        )
+    return {
+        "attribute": name,
+        "groups": table,
+        "demographic_parity_ratio": ratio,
+        "equalized_odds_difference": odds,
+        "flagged": ratio is not None and ratio < policy.min_ratio,
+    }
+
+
+def assess(
+    attributes: pd.DataFrame,
+    *,
+    decisions: np.ndarray,
+    scores: np.ndarray,
+    actual: np.ndarray,
+    policy: FairnessPolicy,
+    source: str,
+) -> dict[str, Any]:
+    """Every attribute of the policy that `attributes` holds; those it lacks are listed as unavailable."""
+    found = [
+        assess_attribute(
+            name, attribute, attributes[name],
+            decisions=decisions, scores=scores, actual=actual, policy=policy,
+        )
+        for name, attribute in policy.attributes.items()
+        if name in attributes.columns
+    ]  # fmt: skip
+    return {
+        "source": source,
+        "policy": policy.model_dump(mode="json"),
+        "rows": len(decisions),
+        "labelled": int(np.sum(~np.isnan(actual))),
+        "attributes": found,
+        "flagged": [item["attribute"] for item in found if item["flagged"]],
+        "unavailable": [name for name in policy.attributes if name not in attributes.columns],
+    }
+
+
+def describe(item: dict[str, Any], min_ratio: float) -> str:
+    """One line: the attribute's ratio against the rule, and its equalized-odds difference."""
+    ratio, odds = item["demographic_parity_ratio"], item["equalized_odds_difference"]
+    said = (
+        f"{item['attribute']}: demographic-parity ratio "
+        + ("n/a (fewer than two groups large enough)" if ratio is None else f"{ratio:.3f}")
+        + (f" (under {min_ratio:g})" if item["flagged"] else "")
+    )
+    return said + ("" if odds is None else f", equalized-odds difference {odds:.3f}")
+
+
+def plot(summary: dict[str, Any]) -> Figure:
+    """Selection rate, TPR and FPR by group, one panel per attribute; the four-fifths line of each."""
+    items = summary["attributes"]
+    chosen = "flagged" if summary["policy"]["selected"] == "positive" else "not flagged"
+    names_of = {"selection_rate": f"share {chosen}"}
+    figure = Figure(figsize=(4.2 * max(len(items), 1), 3.6), layout="constrained")
+    for index, item in enumerate(items):
+        axes = figure.add_subplot(1, max(len(items), 1), index + 1)
+        names = [row["group"] for row in item["groups"]]
+        positions = np.arange(len(names))
+        for offset, key in (
+            (-0.27, "selection_rate"),
+            (0.0, "true_positive_rate"),
+            (0.27, "false_positive_rate"),
+        ):
+            heights = [row[key] if row[key] is not None else 0.0 for row in item["groups"]]
+            axes.bar(positions + offset, heights, width=0.27, label=names_of.get(key, key.replace("_", " ")))
+        rates = [row["selection_rate"] for row in item["groups"] if row["counted"] and row["selection_rate"]]
+        if rates:
+            axes.axhline(
+                summary["policy"]["min_ratio"] * max(rates), color="grey", linestyle="--", linewidth=1,
+                label=f"{summary['policy']['min_ratio']:g} of the highest share",
+            )  # fmt: skip
+        axes.set_xticks(positions, names, rotation=30, ha="right", fontsize=8)
+        axes.set_ylim(0, 1)
+        axes.set_title(describe(item, summary["policy"]["min_ratio"]).split(",")[0], fontsize=8)
+        if index == 0:
+            axes.legend(fontsize=7)
+    return figure
+
+
+def recorded(run_id: str) -> dict[str, Any] | None:
+    """The policy and holdout figures a training run logged; None when its config named no attributes."""
+    try:
+        found = mlflow.artifacts.load_dict(f"runs:/{run_id}/{ARTIFACT}")
+    except (MlflowException, OSError):
+        return None
+    return found if isinstance(found, dict) else None
