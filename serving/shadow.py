@@ -31,7 +31,6 @@ from serving.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 STATE_FILE = "shadow.json"  # In the spool directory, beside the served backend's `backend.json`.
-WORKERS = 8  # Shadow calls in flight at once; with batching they merge into fewer backend calls.
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,9 @@ class Shadow:
 
     def start_workers(self) -> None:
         """Start taking jobs off the queue."""
-        self._workers = [asyncio.create_task(self._work(), name=f"shadow-{n}") for n in range(WORKERS)]
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"shadow-{n}") for n in range(self.settings.shadow_workers)
+        ]
 
     def offer(self, job: ShadowJob) -> None:
         """Queue a job; when the queue is full it is dropped and counted, never waited for."""
