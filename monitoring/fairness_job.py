@@ -22,10 +22,11 @@ from monitoring.job import ReportOutcome, finite, window
 from monitoring.report import STYLE, png, table
 from registry_scripts import fairness
 
-GROUP_COLUMNS = [
-    "group", "rows", "counted", "selection_rate", "labelled", "true_positive_rate", "false_positive_rate",
-    "roc_auc",
-]  # fmt: skip
+# Summary key -> the report's column heading ("share" is filled in with the compared decision).
+GROUP_COLUMNS = {
+    "group": "group", "rows": "rows", "counted": "counted", "selection_rate": "share", "labelled": "labelled",
+    "true_positive_rate": "TPR", "false_positive_rate": "FPR", "roc_auc": "ROC AUC",
+}  # fmt: skip
 
 
 class FairnessThresholds(BaseModel):
@@ -115,6 +116,7 @@ def _render(summary: dict[str, Any]) -> str:
         else f"no attribute under {min_ratio:g}"
     )
     chosen = "flagged" if summary["policy"]["selected"] == "positive" else "not flagged"
+    headings = {**GROUP_COLUMNS, "selection_rate": f"share {chosen}"}
     parts = [
         f"<h1>{html.escape(summary['model'])} version {summary['version']}: decisions by group</h1>",
         f"<p>{summary['rows']} logged rows from {summary['window']['first']} to {summary['window']['last']}, "
@@ -128,7 +130,9 @@ def _render(summary: dict[str, Any]) -> str:
             f"<h2>{html.escape(fairness.describe(item, min_ratio))}</h2>"
             f"<p>On the holdout at training: ratio {_figure(holdout.get('demographic_parity_ratio'))}, "
             f"equalized-odds difference {_figure(holdout.get('equalized_odds_difference'))}.</p>"
-            + table(item["groups"], GROUP_COLUMNS)
+            + table(
+                [{headings[k]: v for k, v in row.items()} for row in item["groups"]], list(headings.values())
+            )
         )
     if summary["unavailable"]:
         parts.append(
