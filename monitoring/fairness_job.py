@@ -148,7 +148,7 @@ def _log_run(summary: dict[str, Any], directory: Path, experiment_id: str) -> st
     metrics = {"rows": summary["rows"], "labelled": summary["labelled"]}
     for item in summary["attributes"]:
         for key in ("demographic_parity_ratio", "equalized_odds_difference"):
-            metrics[f"{item['attribute']}.{key}"] = item[key]
+            metrics[fairness.metric_key(item["attribute"], key)] = item[key]
     experiment = None if MLFLOW_RUN_ID.get() else experiment_id
     with mlflow.start_run(
         experiment_id=experiment, run_name=f"fairness-{summary['model']}-v{summary['version']}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from itertools import pairwise
 from typing import Any, Literal
 
@@ -61,6 +62,11 @@ class FairnessPolicy(_Strict):
     # Smaller groups are shown but left out of the ratio and the difference: their rates are noise.
     min_group_rows: int = Field(default=20, ge=1)
     gate: Literal["warn", "refuse"] = "warn"  # What the promotion gate does with a flagged attribute.
+
+
+def metric_key(attribute: str, figure: str) -> str:
+    """`<attribute>.<figure>` as MLflow accepts a metric's name: other characters become `_`."""
+    return re.sub(r"[^\w./ -]", "_", f"{attribute}.{figure}")
 
 
 def band_labels(edges: tuple[int, ...]) -> list[str]:

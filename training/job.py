@@ -346,7 +346,7 @@ def _assess_fairness(config: UseCaseConfig, split: Split, evaluated: Evaluated) 
     )  # fmt: skip
     mlflow.log_metrics(
         {
-            f"fairness.{item['attribute']}.{key}": item[key]
+            f"fairness.{fairness.metric_key(item['attribute'], key)}": item[key]
             for item in summary["attributes"]
             for key in ("demographic_parity_ratio", "equalized_odds_difference")
             if item[key] is not None

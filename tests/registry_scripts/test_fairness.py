@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from registry_scripts.fairness import Attribute, FairnessPolicy, assess, band_labels, groups
+from registry_scripts.fairness import Attribute, FairnessPolicy, assess, band_labels, groups, metric_key
 
 
 def policy(**changes: object) -> FairnessPolicy:
@@ -137,3 +137,8 @@ def test_a_bad_policy_names_its_field(content: dict[str, object], field: str) ->
     with pytest.raises(ValidationError) as caught:
         FairnessPolicy.model_validate(content)
     assert ".".join(str(part) for part in caught.value.errors()[0]["loc"]) == field
+
+
+def test_metric_names_keep_what_mlflow_accepts() -> None:
+    assert metric_key("Age", "demographic_parity_ratio") == "Age.demographic_parity_ratio"
+    assert metric_key("Marital status (self-reported)?", "x") == "Marital status _self-reported__.x"
