@@ -16,9 +16,9 @@ from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 
-from monitoring import logged, reference
+from monitoring import reference
 from monitoring.errors import MonitoringError
-from monitoring.job import ReportOutcome, finite, window
+from monitoring.job import ReportOutcome, enough_rows, finite, window
 from monitoring.report import STYLE, png, table
 from registry_scripts import fairness
 
@@ -65,12 +65,9 @@ def run(
             "no protected attributes to assess"
         )
     policy = fairness.FairnessPolicy.model_validate(trained["policy"])
-    rows = logged.predictions(engine, model_name=model, version=version, since=since, until=until)
-    if len(rows) < thresholds.min_rows:
-        raise MonitoringError(
-            f"model {model!r} version {version} has {len(rows)} logged row(s) in the window; "
-            f"a report needs at least {thresholds.min_rows} (--min-rows)"
-        )
+    rows = enough_rows(
+        engine, model=model, version=version, since=since, until=until, least=thresholds.min_rows
+    )
     found = fairness.assess(
         _attributes(rows, list(policy.attributes)),
         decisions=(rows["prediction"] == facts.labels[1]).to_numpy(dtype=np.int64),

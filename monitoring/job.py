@@ -108,12 +108,9 @@ def run(
     """Compare, write the HTML report and JSON summary, and log both to an MLflow run."""
     version = reference.resolve_version(client, model, version)
     ref = reference.load(client, model, version)
-    rows = logged.predictions(engine, model_name=model, version=version, since=since, until=until)
-    if len(rows) < thresholds.min_rows:
-        raise MonitoringError(
-            f"model {model!r} version {version} has {len(rows)} logged row(s) in the window; "
-            f"a report needs at least {thresholds.min_rows} (--min-rows)"
-        )
+    rows = enough_rows(
+        engine, model=model, version=version, since=since, until=until, least=thresholds.min_rows
+    )
     current = _inputs(rows, list(ref.features.columns))
     found = compare(ref, current, rows, thresholds)
     feature_results, scores, explanations = found.features, found.scores, found.explanations
@@ -158,6 +155,19 @@ def run(
     )
     run_id = _log_run(summary, directory, ref.facts.experiment_id)
     return ReportOutcome(summary, directory, run_id)
+
+
+def enough_rows(
+    engine: Engine, *, model: str, version: int, since: datetime | None, until: datetime | None, least: int
+) -> pd.DataFrame:
+    """The version's answered rows in the window; a clear error when fewer than `least` (--min-rows)."""
+    rows = logged.predictions(engine, model_name=model, version=version, since=since, until=until)
+    if len(rows) < least:
+        raise MonitoringError(
+            f"model {model!r} version {version} has {len(rows)} logged row(s) in the window; "
+            f"a report needs at least {least} (--min-rows)"
+        )
+    return rows
 
 
 def window(rows: pd.DataFrame, since: datetime | None, until: datetime | None) -> dict[str, str | None]:
