@@ -99,10 +99,6 @@ def run(
     return ReportOutcome(summary, directory, _log_run(summary, directory, facts.experiment_id))
 
 
-def _figure(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
 def _render(summary: dict[str, Any]) -> str:
     """One offline page: the verdict, each attribute's figures against the holdout's, and the plot."""
     min_ratio = summary["policy"]["min_ratio"]
@@ -123,10 +119,11 @@ def _render(summary: dict[str, Any]) -> str:
     ]
     for item in summary["attributes"]:
         holdout = summary["holdout"].get(item["attribute"], {})
+        ratio, odds = holdout.get("demographic_parity_ratio"), holdout.get("equalized_odds_difference")
         parts.append(
             f"<h2>{html.escape(fairness.describe(item, min_ratio))}</h2>"
-            f"<p>On the holdout at training: ratio {_figure(holdout.get('demographic_parity_ratio'))}, "
-            f"equalized-odds difference {_figure(holdout.get('equalized_odds_difference'))}.</p>"
+            f"<p>On the holdout at training: ratio {fairness.figure(ratio)}, "
+            f"equalized-odds difference {fairness.figure(odds)}.</p>"
             + table(
                 [{headings[k]: v for k, v in row.items()} for row in item["groups"]], list(headings.values())
             )

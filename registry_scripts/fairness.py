@@ -213,15 +213,21 @@ def assess(
     }
 
 
+def figure(value: float | None) -> str:
+    """A rate, ratio or difference as the card, the reports and the gate print it; n/a when undefined."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def describe(item: dict[str, Any], min_ratio: float) -> str:
     """One line: the attribute's ratio against the rule, and its equalized-odds difference."""
     ratio, odds = item["demographic_parity_ratio"], item["equalized_odds_difference"]
     said = (
         f"{item['attribute']}: demographic-parity ratio "
-        + ("n/a (fewer than two groups large enough)" if ratio is None else f"{ratio:.3f}")
+        + figure(ratio)
+        + (" (fewer than two groups large enough)" if ratio is None else "")
         + (f" (under {min_ratio:g})" if item["flagged"] else "")
     )
-    return said + ("" if odds is None else f", equalized-odds difference {odds:.3f}")
+    return said + ("" if odds is None else f", equalized-odds difference {figure(odds)}")
 
 
 def plot(summary: dict[str, Any]) -> Figure:

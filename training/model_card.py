@@ -6,6 +6,8 @@ import html
 from dataclasses import dataclass
 from typing import Any
 
+from registry_scripts.fairness import figure
+
 Rows = list[tuple[str, str]]
 
 
@@ -22,10 +24,6 @@ def _f(value: float) -> str:
     return f"{value:.4f}"
 
 
-def _rate(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
 def _per_group(summary: dict[str, Any] | None) -> Section:
     """The holdout's figures by protected group, as training's fairlearn assessment found them."""
     title = "Per-group metrics"
@@ -39,16 +37,16 @@ def _per_group(summary: dict[str, Any] | None) -> Section:
         rows.append(
             (
                 item["attribute"],
-                f"demographic-parity ratio {_rate(ratio)}"
+                f"demographic-parity ratio {figure(ratio)}"
                 + (f" UNDER {policy['min_ratio']:g}" if item["flagged"] else "")
-                + f", equalized-odds difference {_rate(odds)}",
+                + f", equalized-odds difference {figure(odds)}",
             )
         )
         rows += [
             (f"{item['attribute']} = {g['group']}",
              f"{g['rows']} rows{'' if g['counted'] else ' (too few to count)'}, {chosen} "
-             f"{_rate(g['selection_rate'])}, TPR {_rate(g['true_positive_rate'])}, "
-             f"FPR {_rate(g['false_positive_rate'])}, ROC AUC {_rate(g['roc_auc'])}")
+             f"{figure(g['selection_rate'])}, TPR {figure(g['true_positive_rate'])}, "
+             f"FPR {figure(g['false_positive_rate'])}, ROC AUC {figure(g['roc_auc'])}")
             for g in item["groups"]
         ]  # fmt: skip
     note = (
