@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr
+from datetime import timedelta
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///serving.db"
@@ -25,6 +27,24 @@ class LogStoreSettings(BaseSettings):
         ),
         description="when set, logged entity ids are HMAC-SHA256 pseudonyms",
     )
+
+    retention: timedelta | None = Field(
+        default=None,
+        validation_alias=AliasChoices("LOG_RETENTION", "retention"),
+        description="how long `python -m logstore retain` keeps a request (365d, 12h); unset: kept",
+    )
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _period(cls, value: object) -> object:
+        if (
+            isinstance(value, str)
+            and value.strip()[-1:] in ("s", "m", "h", "d")
+            and value.strip()[:-1].isdigit()
+        ):
+            number, unit = int(value.strip()[:-1]), value.strip()[-1]
+            return timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[unit]: number})
+        return value
 
     @property
     def hmac_key(self) -> bytes | None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, Table, delete, select
+from sqlalchemy import Engine, Subquery, Table, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -60,6 +60,22 @@ def forget_request(engine: Engine, *, request_id: uuid.UUID) -> None:
             delete(inference_predictions).where(inference_predictions.c.request_id == request_id)
         )
         connection.execute(delete(inference_requests).where(inference_requests.c.request_id == request_id))
+
+
+def latest_outcomes() -> Subquery:
+    """Each labelled row's latest label (`rank` 1): a label replaced later is kept, but does not count."""
+    return select(
+        inference_outcomes.c.request_id,
+        inference_outcomes.c.row_index,
+        inference_outcomes.c.label,
+        inference_outcomes.c.positive,
+        func.row_number()
+        .over(
+            partition_by=[inference_outcomes.c.request_id, inference_outcomes.c.row_index],
+            order_by=inference_outcomes.c.recorded_at.desc(),
+        )
+        .label("rank"),
+    ).subquery()
 
 
 def _prediction_columns() -> list[Any]:

@@ -120,3 +120,18 @@ shadow_predictions = Table(
     Column("reasons", Json),
     Index("ix_shadow_predictions_shadowed_at", "shadowed_at"),
 )
+
+# Who was erased is never recorded: only when, by whom, from which model and how many rows.
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("erasure_id", Uuid, primary_key=True),
+    Column("erased_at", DateTime(timezone=True), nullable=False),
+    Column("erased_by", String(256), nullable=False),
+    Column("model_name", String(256)),  # None: every model.
+    Column("predictions", Integer, nullable=False),
+    Column("requests", Integer, nullable=False),
+    Column("outcomes", Integer, nullable=False),
+    Column("shadow_rows", Integer, nullable=False),
+    Column("entities", Integer, nullable=False),
+)

@@ -9,18 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import pandas as pd
 from mlflow.environment_variables import MLFLOW_RUN_ID
 from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine
 
 from monitoring import logged, reference
-from monitoring.challenger import CompareThresholds, compare
+from monitoring.challenger import CompareThresholds, Shadowed
 from monitoring.errors import MonitoringError
 from monitoring.job import ReportOutcome, finite, window
 from monitoring.report import STYLE, paired_scores_plot, table
 from registry_scripts.reports import CompareSummary
 
+MAX_PLOTTED = 20_000
 EXIT_CODES = {"no objection": 0, "objection": 1, "not enough data": 2}
 
 
@@ -33,14 +33,12 @@ class CompareOutcome(ReportOutcome):
         return EXIT_CODES[self.summary["verdict"]]
 
 
-def _pair(rows: pd.DataFrame, model: str) -> tuple[int, int, pd.DataFrame]:
-    """The (served, challenger) pair of versions with the most shadowed rows, and those rows."""
-    if rows.empty:
+def _pair(engine: Engine, model: str, since: datetime | None, until: datetime | None) -> tuple[int, int]:
+    """The (served, challenger) pair of versions with the most shadowed rows in the window."""
+    sizes = logged.shadow_pairs(engine, model_name=model, since=since, until=until)
+    if not sizes:
         raise MonitoringError(f"model {model!r} has no shadowed rows in the window (serve with --shadow)")
-    sizes = rows.groupby(["model_version", "shadow_version"]).size().sort_values()
-    champion, challenger = (int(number) for number in sizes.index[-1])
-    chosen = rows[(rows["model_version"] == champion) & (rows["shadow_version"] == challenger)]
-    return champion, challenger, chosen
+    return max(sizes, key=lambda pair: (sizes[pair], pair))
 
 
 def run(
@@ -54,8 +52,12 @@ def run(
     thresholds: CompareThresholds,
 ) -> CompareOutcome:
     """Compare, write the HTML report and JSON summary, and log both to a run on the challenger."""
-    rows = logged.shadowed(engine, model_name=model, since=since, until=until)
-    champion, challenger, rows = _pair(rows, model)
+    champion, challenger = _pair(engine, model, since, until)
+    folded = Shadowed()
+    for chunk in logged.shadowed(
+        engine, model_name=model, champion=champion, challenger=challenger, since=since, until=until
+    ):
+        folded.add(chunk)
     facts = reference.facts(client, model, champion)
     challenger_facts = reference.facts(client, model, challenger)
     created = datetime.now(UTC)
@@ -64,20 +66,20 @@ def run(
         "champion_version": champion,
         "challenger_version": challenger,
         "created_at": created.isoformat(timespec="seconds"),
-        "window": window(rows, since, until),
+        "window": window(folded.first, folded.last, since, until),
         "thresholds": thresholds.model_dump(),
-        **compare(rows, costs=facts.costs, thresholds=thresholds),
+        **folded.summary(costs=facts.costs, thresholds=thresholds),
     }
     # Checked against the contract serving reads back (`GET /challenger`) before anything is written.
     summary = CompareSummary.model_validate(finite(summary)).model_dump(mode="json", exclude={"run_id"})
     directory = out / f"{model}-v{challenger}-vs-v{champion}-{created.strftime('%Y%m%dT%H%M%SZ')}"
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
-    (directory / "report.html").write_text(_render(summary, rows), encoding="utf-8")
+    (directory / "report.html").write_text(_render(summary, folded), encoding="utf-8")
     return CompareOutcome(summary, directory, _log_run(summary, directory, challenger_facts.experiment_id))
 
 
-def _render(summary: dict[str, Any], rows: pd.DataFrame) -> str:
+def _render(summary: dict[str, Any], folded: Shadowed) -> str:
     """One offline page: the verdict, the figures, the score scatter and the flipped rows."""
     verdict = summary["verdict"]
     why = "; ".join(summary["reasons"]) or "every check passed"
@@ -108,11 +110,13 @@ def _render(summary: dict[str, Any], rows: pd.DataFrame) -> str:
             f"interval [{auc['low']:+.4f}, {auc['high']:+.4f}] ({auc['rounds']} resamples); "
             f"{summary.get('labelled', 0)} labelled rows.</p>"
         )
-    answered = rows[rows["shadow_error"].isna()]
-    if not answered.empty:
+    served, shadow = folded.column("score"), folded.column("shadow_score")
+    if len(served):
+        # A scatter of a million points says no more than one of an evenly spaced 20,000.
+        every = max(1, len(served) // MAX_PLOTTED)
         plot = paired_scores_plot(
-            answered["score"].to_numpy(dtype=float),
-            answered["shadow_score"].to_numpy(dtype=float),
+            served[::every],
+            shadow[::every],
             (
                 f"served version {summary['champion_version']}",
                 f"challenger version {summary['challenger_version']}",

@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 from mlflow.environment_variables import MLFLOW_RUN_ID
 from mlflow.tracking import MlflowClient
+from pandas.api.types import union_categoricals
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 
-from monitoring import reference
+from monitoring import logged, reference
 from monitoring.errors import MonitoringError
 from monitoring.job import ReportOutcome, enough_rows, finite, window
 from monitoring.report import STYLE, png, table
@@ -29,6 +30,9 @@ GROUP_COLUMNS = {
 }  # fmt: skip
 
 
+LOGGED = ["received_at", "input", "prediction", "score", "actual"]
+
+
 class FairnessThresholds(BaseModel):
     """When the report has enough data; the rule itself is the version's training policy."""
 
@@ -37,11 +41,62 @@ class FairnessThresholds(BaseModel):
     min_rows: int = Field(default=100, ge=1, description="fewer logged rows: no report (exit 2)")
 
 
-def _attributes(rows: pd.DataFrame, names: list[str]) -> pd.DataFrame:
-    """The protected attributes the logged inputs carry; one a client never sends is left out."""
-    records = [row if isinstance(row, dict) else {} for row in rows["input"]]
-    sent = [name for name in names if any(name in record for record in records)]
-    return pd.DataFrame.from_records(records, columns=sent)
+class Decisions:
+    """Logged decisions folded chunk by chunk: each row's protected groups, decision, score and outcome.
+
+    Some 30 bytes a row: the input documents are reduced to the policy's attributes as they pass (a band's
+    number, or a group's name as a category), so fairlearn gets every row without the documents.
+    """
+
+    def __init__(self, policy: fairness.FairnessPolicy, positive: str) -> None:
+        self.policy = policy
+        self.positive = positive
+        self.values: dict[str, list[Any]] = {name: [] for name in policy.attributes}
+        self.sent: set[str] = set()
+        self.columns: dict[str, list[np.ndarray]] = {"decisions": [], "scores": [], "actual": []}
+        self.rows = 0
+        self.first: Any = None
+        self.last: Any = None
+
+    def add(self, chunk: pd.DataFrame) -> None:
+        """Fold a chunk of logged rows (`input`, `prediction`, `score`, `actual`, `received_at`)."""
+        if chunk.empty:
+            return
+        records = [row if isinstance(row, dict) else {} for row in chunk["input"]]
+        for name, attribute in self.policy.attributes.items():
+            raw = pd.Series([record.get(name) for record in records], dtype=object)
+            if any(name in record for record in records):
+                self.sent.add(name)
+            if attribute.bands:
+                self.values[name].append(pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float))
+            else:
+                self.values[name].append(pd.Categorical(fairness.groups(raw, attribute)))
+        self.columns["decisions"].append((chunk["prediction"] == self.positive).to_numpy(dtype=np.int64))
+        self.columns["scores"].append(chunk["score"].to_numpy(dtype=np.float64))
+        self.columns["actual"].append(
+            pd.to_numeric(chunk["actual"], errors="coerce").to_numpy(dtype=np.float64)
+        )
+        self.rows += len(chunk)
+        first, last = chunk["received_at"].min(), chunk["received_at"].max()
+        self.first = first if self.first is None else min(self.first, first)
+        self.last = last if self.last is None else max(self.last, last)
+
+    def attributes(self) -> pd.DataFrame:
+        """The protected attributes the logged inputs carry; one a client never sends is left out."""
+        columns: dict[str, Any] = {}
+        for name in self.values:
+            if name not in self.sent:
+                continue
+            parts = self.values[name]
+            if self.policy.attributes[name].bands:
+                columns[name] = pd.Series(np.concatenate(parts))
+            else:
+                columns[name] = pd.Series(union_categoricals(parts, ignore_order=True)).astype(object)
+        return pd.DataFrame(columns, index=pd.RangeIndex(self.rows))
+
+    def column(self, key: str) -> np.ndarray:
+        """One folded column: decisions, scores or actual."""
+        return np.concatenate(self.columns[key])
 
 
 def run(
@@ -65,14 +120,17 @@ def run(
             "no protected attributes to assess"
         )
     policy = fairness.FairnessPolicy.model_validate(trained["policy"])
-    rows = enough_rows(
-        engine, model=model, version=version, since=since, until=until, least=thresholds.min_rows
-    )
+    enough_rows(engine, model=model, version=version, since=since, until=until, least=thresholds.min_rows)
+    folded = Decisions(policy, facts.labels[1])
+    for chunk in logged.predictions(
+        engine, model_name=model, version=version, since=since, until=until, columns=LOGGED
+    ):
+        folded.add(chunk)
     found = fairness.assess(
-        _attributes(rows, list(policy.attributes)),
-        decisions=(rows["prediction"] == facts.labels[1]).to_numpy(dtype=np.int64),
-        scores=rows["score"].to_numpy(dtype=np.float64),
-        actual=pd.to_numeric(rows["actual"], errors="coerce").to_numpy(dtype=np.float64),
+        folded.attributes(),
+        decisions=folded.column("decisions"),
+        scores=folded.column("scores"),
+        actual=folded.column("actual"),
         policy=policy,
         source="traffic",
     )
@@ -82,7 +140,7 @@ def run(
             "model": model,
             "version": version,
             "created_at": created.isoformat(timespec="seconds"),
-            "window": window(rows, since, until),
+            "window": window(folded.first, folded.last, since, until),
             **found,
             "holdout": {
                 item["attribute"]: {

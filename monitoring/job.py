@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 
 from monitoring import drift, logged, performance, reference
 from monitoring.errors import MonitoringError
-from monitoring.report import render
+from monitoring.report import SCORE_BINS, render
 from registry_scripts.reports import DriftSummary
 
 
@@ -31,14 +31,11 @@ class ReportOutcome:
     run_id: str
 
 
-def _inputs(rows: pd.DataFrame, features: list[str]) -> pd.DataFrame:
-    records = [row if isinstance(row, dict) else {} for row in rows["input"]]
-    return pd.DataFrame.from_records(records, columns=features)
-
-
-def _unseen_shares(rows: pd.DataFrame) -> dict[str, float]:
-    counts = Counter(name for flags in rows["unseen_categories"] if isinstance(flags, list) for name in flags)
-    return {name: count / len(rows) for name, count in counts.items()}
+def inputs(records: pd.Series, features: list[str]) -> pd.DataFrame:
+    """The logged input documents of a chunk as columns (missing where a row lacks one)."""
+    return pd.DataFrame.from_records(
+        [row if isinstance(row, dict) else {} for row in records], columns=features
+    )
 
 
 @dataclass(frozen=True)
@@ -65,23 +62,79 @@ class Comparison:
         return bool(self.drifted or self.explained or self.scores["drifted"])
 
 
+class Folded:
+    """Logged rows folded chunk by chunk into what the drift report needs; memory set by the reference."""
+
+    def __init__(self, ref: reference.Reference, thresholds: drift.Thresholds) -> None:
+        self.ref = ref
+        self.thresholds = thresholds
+        self.features = drift.feature_counts(ref.features, thresholds.bins)
+        self.scores = drift.NumericCounts(ref.scores, thresholds.bins)
+        self.score_plot = np.zeros(len(SCORE_BINS) - 1, dtype=np.int64)
+        self.explanations = drift.ExplanationSums(ref.shap_mean_abs)
+        self.periods = drift.Periods()
+        self.unseen: Counter[str] = Counter()
+        self.rows = 0
+        self.first: Any = None
+        self.last: Any = None
+
+    def add(self, current: pd.DataFrame, outputs: pd.DataFrame) -> None:
+        """Fold logged inputs (one column a feature) and the model's outputs for them."""
+        drift.fold_features(self.features, current)
+        scores = outputs["score"].to_numpy(dtype=float)
+        self.scores.add(scores)
+        self.score_plot += np.histogram(scores, bins=SCORE_BINS)[0]
+        self.explanations.add(outputs["contributions"])
+        self.unseen.update(
+            name for flags in outputs["unseen_categories"] if isinstance(flags, list) for name in flags
+        )
+        self.rows += len(outputs)
+
+    def add_logged(self, chunk: pd.DataFrame) -> None:
+        """Fold a chunk of logged rows (`input`, `score`, `prediction`, ... and `received_at`)."""
+        self.add(inputs(chunk["input"], list(self.ref.features.columns)), chunk)
+        self.periods.add(
+            chunk["received_at"], chunk["prediction"] == self.ref.facts.labels[1], chunk["score"]
+        )
+        first, last = chunk["received_at"].min(), chunk["received_at"].max()
+        self.first = first if self.first is None else min(self.first, first)
+        self.last = last if self.last is None else max(self.last, last)
+
+    def comparison(self) -> Comparison:
+        """Every figure of the rows folded so far."""
+        unseen = {name: count / self.rows for name, count in self.unseen.items()} if self.rows else {}
+        return Comparison(
+            drift.drift_of(self.features, unseen=unseen, thresholds=self.thresholds),
+            drift.score_figures(self.scores, self.thresholds),
+            drift.explanation_figures(self.ref.shap_mean_abs, self.explanations, self.thresholds),
+        )
+
+
 def compare(
     ref: reference.Reference, current: pd.DataFrame, outputs: pd.DataFrame, thresholds: drift.Thresholds
 ) -> Comparison:
     """Logged inputs and the model's outputs for them (score, contributions, unseen) against `ref`."""
-    return Comparison(
-        drift.feature_drift(ref.features, current, unseen=_unseen_shares(outputs), thresholds=thresholds),
-        drift.score_drift(ref.scores, outputs["score"].to_numpy(dtype=float), thresholds),
-        drift.explanation_drift(ref.shap_mean_abs, list(outputs["contributions"]), thresholds),
-    )
+    folded = Folded(ref, thresholds)
+    folded.add(current, outputs)
+    return folded.comparison()
+
+
+LOGGED = ["received_at", "input", "score", "prediction", "contributions", "unseen_categories"]
+LABELLED = ["received_at", "model_version", "score", "prediction", "actual"]
 
 
 def _performance(
     client: MlflowClient, engine: Engine, model: str, since: datetime | None, until: datetime | None
 ) -> dict[str, Any]:
-    labelled = logged.predictions(
-        engine, model_name=model, version=None, since=since, until=until, labelled_only=True
-    )
+    # Labelled rows without their documents: some 40 bytes a row, for ranks (ROC AUC) and periods.
+    chunks = logged.predictions(
+        engine, model_name=model, version=None, since=since, until=until, columns=LABELLED,
+        labelled_only=True,
+    )  # fmt: skip
+    found = list(chunks)
+    if not found:
+        return {}
+    labelled = pd.concat(found, ignore_index=True)
     results = {}
     for version, rows in labelled.groupby("model_version"):
         facts = reference.facts(client, model, int(version))
@@ -108,20 +161,22 @@ def run(
     """Compare, write the HTML report and JSON summary, and log both to an MLflow run."""
     version = reference.resolve_version(client, model, version)
     ref = reference.load(client, model, version)
-    rows = enough_rows(
-        engine, model=model, version=version, since=since, until=until, least=thresholds.min_rows
-    )
-    current = _inputs(rows, list(ref.features.columns))
-    found = compare(ref, current, rows, thresholds)
-    feature_results, scores, explanations = found.features, found.scores, found.explanations
+    enough_rows(engine, model=model, version=version, since=since, until=until, least=thresholds.min_rows)
+    folded = Folded(ref, thresholds)
+    for chunk in logged.predictions(
+        engine, model_name=model, version=version, since=since, until=until, columns=LOGGED
+    ):
+        folded.add_logged(chunk)
+    found = folded.comparison()
+    scores = found.scores
     drifted, explained = found.drifted, found.explained
     created = datetime.now(UTC)
     summary: dict[str, Any] = {
         "model": model,
         "version": version,
         "created_at": created.isoformat(timespec="seconds"),
-        "window": window(rows, since, until),
-        "rows": len(rows),
+        "window": window(folded.first, folded.last, since, until),
+        "rows": folded.rows,
         "reference_rows": len(ref.features),
         "thresholds": thresholds.model_dump(),
         "drift": found.any,
@@ -130,12 +185,10 @@ def run(
         + (["score"] if scores["drifted"] else []),
         "drifted_features": drifted,
         "explanation_drifted_features": explained,
-        "features": [f.as_json() for f in feature_results],
+        "features": [f.as_json() for f in found.features],
         "scores": scores,
-        "over_time": drift.rate_over_time(
-            rows["received_at"], rows["prediction"] == ref.facts.labels[1], rows["score"]
-        ),
-        "explanations": explanations,
+        "over_time": folded.periods.rates(),
+        "explanations": found.explanations,
         "performance": _performance(client, engine, model, since, until),
     }
     directory = out / f"{model}-v{version}-{created.strftime('%Y%m%dT%H%M%SZ')}"
@@ -147,9 +200,9 @@ def run(
         render(
             summary,
             ref.features,
-            current,
+            folded.features,
             reference_scores=ref.scores,
-            current_scores=rows["score"].to_numpy(dtype=float),
+            score_counts=folded.score_plot,
         ),
         encoding="utf-8",
     )
@@ -159,24 +212,24 @@ def run(
 
 def enough_rows(
     engine: Engine, *, model: str, version: int, since: datetime | None, until: datetime | None, least: int
-) -> pd.DataFrame:
-    """The version's answered rows in the window; a clear error when fewer than `least` (--min-rows)."""
-    rows = logged.predictions(engine, model_name=model, version=version, since=since, until=until)
-    if len(rows) < least:
+) -> int:
+    """How many answered rows the version has in the window; a clear error when fewer than `least`."""
+    found = logged.count(engine, model_name=model, version=version, since=since, until=until)
+    if found < least:
         raise MonitoringError(
-            f"model {model!r} version {version} has {len(rows)} logged row(s) in the window; "
+            f"model {model!r} version {version} has {found} logged row(s) in the window; "
             f"a report needs at least {least} (--min-rows)"
         )
-    return rows
+    return found
 
 
-def window(rows: pd.DataFrame, since: datetime | None, until: datetime | None) -> dict[str, str | None]:
-    """The logged times a report covers: as asked, and as found in its rows."""
+def window(first: Any, last: Any, since: datetime | None, until: datetime | None) -> dict[str, str | None]:
+    """The logged times a report covers: as asked, and the first and last found."""
     return {
         "since": since.isoformat() if since else None,
         "until": until.isoformat() if until else None,
-        "first": pd.Timestamp(rows["received_at"].min()).isoformat(),
-        "last": pd.Timestamp(rows["received_at"].max()).isoformat(),
+        "first": pd.Timestamp(first).isoformat(),
+        "last": pd.Timestamp(last).isoformat(),
     }
 
 

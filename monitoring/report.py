@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Mapping
 from typing import Any
 
 import matplotlib
@@ -15,7 +16,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from monitoring.drift import FeatureCounts
+
 MAX_FEATURE_PLOTS = 12
+SCORE_BINS = np.linspace(0, 1, 21)
 FEATURE_COLUMNS = [
     "feature", "kind", "test", "statistic", "p_adjusted", "psi", "missing_reference", "missing_current",
     "unseen", "reasons",
@@ -50,20 +54,22 @@ def paired_scores_plot(served: np.ndarray, challenger: np.ndarray, labels: tuple
     return png(figure)
 
 
-def _feature_plot(name: str, reference: pd.Series, current: pd.Series, numeric: bool) -> str:
+def _feature_plot(name: str, reference: pd.Series, logged: FeatureCounts) -> str:
     figure, axis = plt.subplots(figsize=(4, 2.6))
-    if numeric:
+    if logged.plot_counts is not None:
+        edges = logged.plot_edges
         ref = reference.dropna().to_numpy(dtype=float)
-        cur = pd.to_numeric(current, errors="coerce").dropna().to_numpy(dtype=float)
-        bins = np.histogram_bin_edges(np.concatenate([ref, cur]), bins=20).tolist()
-        axis.hist(ref, bins=bins, density=True, alpha=0.5, label="reference")
-        axis.hist(cur, bins=bins, density=True, alpha=0.5, label="logged")
+        axis.hist(ref, bins=edges.tolist(), density=True, alpha=0.5, label="reference")
+        # Logged values beyond the reference's range are counted in the end bins.
+        axis.hist(edges[:-1], bins=edges.tolist(), weights=logged.plot_counts, density=True, alpha=0.5,
+                  label="logged")  # fmt: skip
     else:
+        present = sum(logged.categories.values())
+        logged_shares = pd.Series(
+            {key: count / present for key, count in logged.categories.items()} if present else {}, dtype=float
+        )
         shares = pd.concat(
-            [
-                reference.astype(str).value_counts(normalize=True),
-                current.astype(str).value_counts(normalize=True),
-            ],
+            [reference.astype(str).value_counts(normalize=True), logged_shares],
             axis=1,
             keys=["reference", "logged"],
         ).fillna(0)
@@ -73,11 +79,11 @@ def _feature_plot(name: str, reference: pd.Series, current: pd.Series, numeric: 
     return png(figure)
 
 
-def _scores_plot(reference: np.ndarray, current: np.ndarray) -> str:
+def _scores_plot(reference: np.ndarray, counts: np.ndarray) -> str:
     figure, axis = plt.subplots(figsize=(5, 3))
-    bins = np.linspace(0, 1, 21).tolist()
+    bins = SCORE_BINS.tolist()
     axis.hist(reference, bins=bins, density=True, alpha=0.5, label="reference (training sample)")
-    axis.hist(current, bins=bins, density=True, alpha=0.5, label="logged")
+    axis.hist(SCORE_BINS[:-1], bins=bins, weights=counts, density=True, alpha=0.5, label="logged")
     axis.set_xlabel("score")
     axis.legend(fontsize=8)
     return png(figure)
@@ -137,10 +143,10 @@ def table(rows: list[dict[str, Any]], columns: list[str], flag: str | None = Non
 def render(
     summary: dict[str, Any],
     reference: pd.DataFrame,
-    current: pd.DataFrame,
+    logged: Mapping[str, FeatureCounts],
     *,
     reference_scores: np.ndarray,
-    current_scores: np.ndarray,
+    score_counts: np.ndarray,
 ) -> str:
     """The HTML report of one drift run."""
     features = summary["features"]
@@ -150,9 +156,8 @@ def render(
         for f in sorted(features, key=lambda f: -(f["psi"] or 0.0))
         if f["feature"] not in drifted
     ]
-    kinds = {f["feature"]: f["kind"] == "numeric" for f in features}
     plots = "".join(
-        _feature_plot(name, reference[name], current.get(name, pd.Series(dtype=object)), kinds[name])
+        _feature_plot(name, reference[name], logged[name])
         for name in shown[: max(MAX_FEATURE_PLOTS, len(drifted))]
     )
     verdict = (
@@ -171,7 +176,7 @@ def render(
         f'<div class="grid">{plots}</div>',
         "<h2>Scores</h2>",
         table([summary["scores"]], list(summary["scores"]), flag="drifted"),
-        _scores_plot(reference_scores, current_scores),
+        _scores_plot(reference_scores, score_counts),
         "<h2>Positive rate over time</h2>",
         _over_time_plot(summary["over_time"]) if summary["over_time"] else "<p>No rows.</p>",
     ]
