@@ -62,6 +62,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--batch", action="store_true", help="instead: batch scoring on Spark (`python -m bench --batch -h`)"
     )
     parser.add_argument(
+        "--log-scale", action="store_true",
+        help="instead: monitoring over a large log (`python -m bench --log-scale -h`)",
+    )  # fmt: skip
+    parser.add_argument(
         "--rounds", type=_positive(int), help="single-row requests per server (1000; quick 200)"
     )
     parser.add_argument("--batches", type=_positive(int), help="large requests per path (20; quick 5)")
@@ -267,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import batch
 
         return batch.main([part for part in given if part != "--batch"])
+    if "--log-scale" in given:  # Monitoring over a large log: its own sizes and report (bench/LOG_SCALE.md).
+        from bench import logscale
+
+        return logscale.main([part for part in given if part != "--log-scale"])
     args = parse_args(argv)
     quiet_logging()
     settings = {

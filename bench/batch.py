@@ -117,10 +117,20 @@ def _tree_rss(process: psutil.Process) -> int:
     return total
 
 
-def measured(name: str, command: list[str], rows: int) -> Side:
-    """Run a command, sampling the memory of it and its children; its wall time and peak."""
+def measured(
+    name: str,
+    command: list[str],
+    rows: int,
+    *,
+    env: dict[str, str] | None = None,
+    ok: tuple[int, ...] = (0,),
+) -> Side:
+    """Run a command, sampling the memory of it and its children; its wall time and peak.
+
+    `ok`: the exit statuses that mean it ran (a monitoring job says 1 when it finds something).
+    """
     start = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     peak = 0
     done = threading.Event()
 
@@ -140,7 +150,7 @@ def measured(name: str, command: list[str], rows: int) -> Side:
     seconds = time.perf_counter() - start
     done.set()
     sampler.join()
-    if child.returncode != 0:
+    if child.returncode not in ok:
         raise RuntimeError(f"{name} failed ({child.returncode}): {err.strip().splitlines()[-1:]}")
     logger.info("%s: %d rows in %.1f s", name, rows, seconds)
     return Side(name, rows, seconds, rows / seconds, peak / 2**20)

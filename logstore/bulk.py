@@ -22,25 +22,51 @@ from sqlalchemy.exc import DBAPIError
 from logstore.database import json_text
 
 JSON_COLUMNS = {"input", "contributions", "unseen_categories", "reasons"}
+NUMBER_COLUMNS = {"score", "threshold", "base_value", "total_ms", "upstream_ms", "queue_ms", "latency_ms"}
 # COPY's text format: these characters are written as backslash escapes; NULL is \N.
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def _field(name: str, value: Any) -> str:
+def _document(value: Any) -> str:
     if value is None:
         return "\\N"
+    text = json_text(value)  # As the engine writes JSON columns for INSERT.
+    # JSON text holds no raw tab, newline or carriage return (it escapes them): only backslashes double.
+    return text.replace("\\", "\\\\") if "\\" in text else text
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, float):  # repr: every digit; PostgreSQL reads nan and inf.
+        return repr(value)
     if isinstance(value, datetime):
         return value.isoformat()
-    if name in JSON_COLUMNS:
-        value = json_text(value)  # As the engine writes JSON columns for INSERT.
-    elif isinstance(value, float | int | uuid.UUID):  # repr: every digit; PostgreSQL reads nan and inf.
-        return repr(value) if isinstance(value, float) else str(value)
+    if isinstance(value, int | uuid.UUID):
+        return str(value)
     return str(value).translate(_ESCAPES)
+
+
+def _number(value: Any) -> str:
+    return repr(value) if type(value) is float else _value(value)
+
+
+def _field(name: str, values: list[Any]) -> list[str]:
+    """One column's fields: documents as JSON, numbers by repr, a request's id written once for its rows."""
+    if name in JSON_COLUMNS:
+        return list(map(_document, values))
+    if name in NUMBER_COLUMNS:
+        return list(map(_number, values))
+    if name == "request_id":
+        written: dict[Any, str] = {}
+        return [written.get(value) or written.setdefault(value, _value(value)) for value in values]
+    return list(map(_value, values))
 
 
 def copy_text(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
     """The rows in COPY's text format, one line each, their fields in `columns` order."""
-    return "".join("\t".join(_field(name, row.get(name)) for name in columns) + "\n" for row in rows)
+    fields = [_field(name, [row.get(name) for row in rows]) for name in columns]  # Column by column.
+    return "".join(["\t".join(line) + "\n" for line in zip(*fields, strict=True)])
 
 
 def copy_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:

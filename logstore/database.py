@@ -28,6 +28,14 @@ def json_text(value: Any) -> str:
         return json.dumps(value)
 
 
+def json_value(text: str | bytes) -> Any:
+    """A JSON column's value: orjson, several times faster than json on monitoring's many documents."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # What only json reads: an integer past 64 bits.
+        return json.loads(text)
+
+
 def make_engine(url: str, *, must_exist: bool = False) -> Engine:
     """The process's engine; connections are checked before use so a restarted database is found.
 
@@ -44,7 +52,9 @@ def make_engine(url: str, *, must_exist: bool = False) -> Engine:
                 f"DATABASE_URL: no log store at {url} ({Path(path).resolve()} does not exist); "
                 "set DATABASE_URL or --database-url to the serving proxy's log store"
             )
-        return create_engine(parsed, connect_args={"timeout": 5}, json_serializer=json_text)
+        return create_engine(
+            parsed, connect_args={"timeout": 5}, json_serializer=json_text, json_deserializer=json_value
+        )
     options: dict[str, Any] = {}
     # connect_timeout keeps a vanished server from holding the writer for minutes.
     connect: dict[str, Any] = {"connect_timeout": 3}
@@ -55,8 +65,9 @@ def make_engine(url: str, *, must_exist: bool = False) -> Engine:
         connect |= {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
                     "keepalives_count": 3, "tcp_user_timeout": 30_000}  # fmt: skip
     return create_engine(
-        parsed, pool_pre_ping=True, connect_args=connect, json_serializer=json_text, **options
-    )
+        parsed, pool_pre_ping=True, connect_args=connect, json_serializer=json_text,
+        json_deserializer=json_value, **options,
+    )  # fmt: skip
 
 
 def safe_url(engine: Engine) -> str:

@@ -14,8 +14,8 @@ from pyarrow import fs
 from sqlalchemy import Engine, select
 
 from logstore.errors import StoreConfigError
-from logstore.store import latest_outcomes
-from logstore.tables import inference_predictions, inference_requests
+from logstore.store import latest_outcome
+from logstore.tables import inference_outcomes, inference_predictions, inference_requests
 
 CHUNK_ROWS = 5_000
 JSON_COLUMNS = ("input", "contributions", "unseen_categories", "reasons")  # Written as JSON text.
@@ -32,7 +32,7 @@ SCHEMA = pa.schema(
 
 
 def _rows(engine: Engine, since: datetime | None, until: datetime | None) -> Iterator[list[dict[str, Any]]]:
-    latest = latest_outcomes()
+    where = {"request_id": inference_predictions.c.request_id, "row_index": inference_predictions.c.row_index}
     query = (
         select(
             inference_predictions.c.request_id,
@@ -51,17 +51,10 @@ def _rows(engine: Engine, since: datetime | None, until: datetime | None) -> Ite
             inference_predictions.c.contributions,
             inference_predictions.c.unseen_categories,
             inference_predictions.c.reasons,
-            latest.c.label,
-            latest.c.positive,
+            latest_outcome(inference_outcomes.c.label, **where).label("label"),
+            latest_outcome(inference_outcomes.c.positive, **where).label("positive"),
         )
         .join(inference_requests, inference_requests.c.request_id == inference_predictions.c.request_id)
-        .join(
-            latest,
-            (latest.c.request_id == inference_predictions.c.request_id)
-            & (latest.c.row_index == inference_predictions.c.row_index)
-            & (latest.c.rank == 1),
-            isouter=True,
-        )
         .order_by(
             inference_requests.c.received_at,
             inference_predictions.c.request_id,

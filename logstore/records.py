@@ -243,13 +243,13 @@ def to_rows(record: Mapping[str, Any], *, hmac_key: bytes | None) -> tuple[Row, 
     for index, output in enumerate(outputs):
         if not isinstance(output, dict):
             continue
-        row = dict(inputs[index]) if index < len(inputs) else None
+        row = inputs[index] if index < len(inputs) else None
         entity = output.get(id_column) if id_column else None
         if entity is None and row is not None and id_column:
             entity = row.get(id_column)
         entity_id = logged_id(entity, hmac_key)
         if entity_id is not None and hmac_key is not None and row is not None and id_column in row:
-            row[id_column] = entity_id
+            row = {**row, id_column: entity_id}
         predictions.append(
             {
                 "request_id": request_id,

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, Subquery, Table, delete, func, select
+from sqlalchemy import Column, Engine, ScalarSelect, Table, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -62,20 +62,19 @@ def forget_request(engine: Engine, *, request_id: uuid.UUID) -> None:
         connection.execute(delete(inference_requests).where(inference_requests.c.request_id == request_id))
 
 
-def latest_outcomes() -> Subquery:
-    """Each labelled row's latest label (`rank` 1): a label replaced later is kept, but does not count."""
-    return select(
-        inference_outcomes.c.request_id,
-        inference_outcomes.c.row_index,
-        inference_outcomes.c.label,
-        inference_outcomes.c.positive,
-        func.row_number()
-        .over(
-            partition_by=[inference_outcomes.c.request_id, inference_outcomes.c.row_index],
-            order_by=inference_outcomes.c.recorded_at.desc(),
-        )
-        .label("rank"),
-    ).subquery()
+def latest_outcome(column: Column[Any], *, request_id: Any, row_index: Any) -> ScalarSelect[Any]:
+    """A column of a logged row's latest observed outcome, or null: one index lookup a row.
+
+    A correlated subquery rather than a join on a ranked window: its cost never depends on the
+    planner's row estimates, which are far off right after a bulk load.
+    """
+    return (
+        select(column)
+        .where(inference_outcomes.c.request_id == request_id, inference_outcomes.c.row_index == row_index)
+        .order_by(inference_outcomes.c.recorded_at.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
 
 
 def _prediction_columns() -> list[Any]:

@@ -45,7 +45,7 @@ class Decisions:
     """Logged decisions folded chunk by chunk: each row's protected groups, decision, score and outcome.
 
     Some 30 bytes a row: the input documents are reduced to the policy's attributes as they pass (a band's
-    number, or a group's name as a category), so fairlearn gets every row without the documents.
+    number, or a group's name as a category), so the figures count every row without the documents.
     """
 
     def __init__(self, policy: fairness.FairnessPolicy, positive: str) -> None:

@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine, Select, func, select
 
-from logstore.store import latest_outcomes
-from logstore.tables import inference_predictions, inference_requests, shadow_predictions
+from logstore.store import latest_outcome
+from logstore.tables import inference_outcomes, inference_predictions, inference_requests, shadow_predictions
 
 # Rows a chunk holds: about 11 KiB each with their inputs and contributions, so some 50 MiB a chunk.
 CHUNK_ROWS = 5_000
@@ -55,14 +55,14 @@ def predictions(
         .join(inference_requests, inference_requests.c.request_id == inference_predictions.c.request_id)
     )
     if "actual" in columns or labelled_only:
-        ranked = latest_outcomes()
-        query = query.add_columns(ranked.c.positive.label("actual")).join(
-            ranked,
-            (ranked.c.request_id == inference_predictions.c.request_id)
-            & (ranked.c.row_index == inference_predictions.c.row_index)
-            & (ranked.c.rank == 1),
-            isouter=not labelled_only,
+        actual = latest_outcome(
+            inference_outcomes.c.positive,
+            request_id=inference_predictions.c.request_id,
+            row_index=inference_predictions.c.row_index,
         )
+        query = query.add_columns(actual.label("actual"))
+        if labelled_only:
+            query = query.where(actual.is_not(None))
     return _chunks(engine, query, since=since, until=until)
 
 
@@ -127,7 +127,6 @@ def shadowed(
     until: datetime | None,
 ) -> Iterator[pd.DataFrame]:
     """The rows one challenger shadowed of one served version in a time window, in time order, in chunks."""
-    ranked = latest_outcomes()
     served = inference_predictions
     shadow = shadow_predictions
     query = (
@@ -146,19 +145,14 @@ def shadowed(
             shadow.c.contributions.label("shadow_contributions"),
             shadow.c.error.label("shadow_error"),
             shadow.c.latency_ms.label("shadow_latency_ms"),
-            ranked.c.positive.label("actual"),
+            latest_outcome(
+                inference_outcomes.c.positive, request_id=shadow.c.request_id, row_index=shadow.c.row_index
+            ).label("actual"),
         )
         .join(inference_requests, inference_requests.c.request_id == shadow.c.request_id)
         .join(
             served,
             (served.c.request_id == shadow.c.request_id) & (served.c.row_index == shadow.c.row_index),
-            isouter=True,
-        )
-        .join(
-            ranked,
-            (ranked.c.request_id == shadow.c.request_id)
-            & (ranked.c.row_index == shadow.c.row_index)
-            & (ranked.c.rank == 1),
             isouter=True,
         )
         .where(

@@ -334,7 +334,7 @@ def _evaluate(
 
 
 def _assess_fairness(config: UseCaseConfig, split: Split, evaluated: Evaluated) -> dict[str, Any] | None:
-    """Figures by protected group on the holdout (fairlearn), logged with their plot; a warning per flag."""
+    """Figures by protected group on the holdout, logged with their plot; a warning per flag."""
     policy = config.fairness
     if policy is None:
         return None

@@ -25,7 +25,7 @@ def _f(value: float) -> str:
 
 
 def _per_group(summary: dict[str, Any] | None) -> Section:
-    """The holdout's figures by protected group, as training's fairlearn assessment found them."""
+    """The holdout's figures by protected group, as training's assessment found them."""
     title = "Per-group metrics"
     if summary is None:
         return Section(title, [], ("Not assessed: the config names no protected attributes (`fairness:`).",))
@@ -50,9 +50,9 @@ def _per_group(summary: dict[str, Any] | None) -> Section:
             for g in item["groups"]
         ]  # fmt: skip
     note = (
-        f"On the {summary['rows']} holdout rows, with fairlearn. The ratio compares the share {chosen} in "
-        f"each group with {policy['min_group_rows']} or more rows; under {policy['min_ratio']:g} fails the "
-        "four-fifths rule. The promotion gate "
+        f"On the {summary['rows']} holdout rows, as fairlearn defines the figures. The ratio compares the "
+        f"share {chosen} in each group with {policy['min_group_rows']} or more rows; under "
+        f"{policy['min_ratio']:g} fails the four-fifths rule. The promotion gate "
         + ("refuses" if policy["gate"] == "refuse" else "warns about")
         + " a version that fails it."
     )

@@ -24,7 +24,10 @@ router = APIRouter()
 async def _logged_request(runtime: Runtime, request_id: uuid.UUID) -> dict[str, Any]:
     found = await runtime.on_database(store.get_request, request_id=request_id)
     if found is None:
-        raise NotFound(f"request {request_id} is not in the log (yet: rows are written within seconds)")
+        raise NotFound(
+            f"request {request_id} is not in the log: not written yet (rows are written within seconds), "
+            "or removed by retention or erasure"
+        )
     return found
 
 

@@ -102,7 +102,7 @@ def test_content_the_database_refuses_is_a_data_error_as_with_insert(postgres_ur
     migrate(engine)
     request_id = uuid.uuid4()
     rows = _rows(request_id, COPY_ROWS)
-    rows[7]["input"] = {"Department": "nul\x00"}  # JSONB cannot hold \u0000.
+    rows[7]["prediction"] = "x" * 300  # Longer than the column's 256 characters.
     with pytest.raises(DataError):
         write_log(engine, requests=[_request(request_id)], predictions=rows)
     engine.dispose()

@@ -23,7 +23,7 @@ PREDICTION = {"employee_id": 1, "score": 0.2, "prediction": "No", "threshold": 0
 def test_a_record_the_database_refuses_is_set_aside_and_its_request_still_stored(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    # A spool from before CSV bodies with NUL were refused: PostgreSQL's JSONB cannot hold \u0000.
+    # An answer the database refuses: a label longer than the column's 256 characters.
     engine = make_engine(postgres_url)
     migrate(engine)
     spool = Spool(tmp_path, max_bytes=10**6)
@@ -33,14 +33,15 @@ def test_a_record_the_database_refuses_is_set_aside_and_its_request_still_stored
             "endpoint": "/invocations", "model_name": "m", "model_version": 1, "model_target": "@production",
             "status_code": 200, "total_ms": 5.0, "upstream_ms": 4.0, "error": None,
         },
-        "content_type": "text/csv", "body": "employee_id,Age,OverTime\n1,41,Y\u0000es\n",
-        "response": json.dumps({"predictions": [PREDICTION]}),
+        "content_type": "text/csv", "body": "employee_id,Age,OverTime\n1,41,Yes\n",
+        "response": json.dumps({"predictions": [{**PREDICTION, "prediction": "x" * 300}]}),
         "id_column": "employee_id",
     }  # fmt: skip
     good: dict[str, Any] = {
         **record,
         "request": {**record["request"], "request_id": str(uuid.uuid4())},
         "body": "",
+        "response": json.dumps({"predictions": [PREDICTION]}),
     }
     spool.append(record)
     spool.append(good)

@@ -32,6 +32,7 @@ from tests.monitoring.conftest import holdout_of
 from training.config import load_config
 from training.job import TrainingOutcome
 
+pytestmark = pytest.mark.integration  # Trains models and uses PostgreSQL, through `request.getfixturevalue`.
 ROWS = 3_000
 TOLERANCE = 1e-12
 
@@ -54,12 +55,18 @@ def whole(url: str, model: str) -> pd.DataFrame:
         return pd.DataFrame([dict(row._mapping) for row in connection.execute(query)])
 
 
-@pytest.fixture(params=["attrition", "credit"])
+@pytest.fixture(
+    params=[("attrition", "postgresql"), ("credit", "postgresql"), ("attrition", "sqlite")], ids="-".join
+)
 def filled(
-    request: pytest.FixtureRequest, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[str, TrainingOutcome, Pool]:
-    """A log of 3,000 one-row requests over five days, 30% labelled, each shadowed by shuffled answers."""
-    name = request.param
+    """A log of 3,000 one-row requests over five days, 30% labelled, each shadowed by shuffled answers.
+
+    On PostgreSQL (a server-side cursor) and on SQLite (the laptop's log store).
+    """
+    name, store = request.param
+    url = request.getfixturevalue("postgres_url") if store == "postgresql" else f"sqlite:///{tmp_path}/log.db"
     trained: TrainingOutcome = request.getfixturevalue(name)
     model: PyFuncModel = request.getfixturevalue(f"{name}_model")
     config = load_config(name)
@@ -68,13 +75,13 @@ def filled(
     found = pool(model, rows, model_name=trained.model_name, version=int(trained.version), positive=positive)
     shuffled = list(np.random.default_rng(1).permutation(found.answers))
     found = Pool(**{**found.__dict__, "shadow_version": int(trained.version), "shadow_answers": shuffled})
-    engine = make_engine(postgres_url)
+    engine = make_engine(url)
     migrate(engine)
     start = datetime(2026, 11, 1, 9, tzinfo=UTC)
     fill(engine, found, rows=ROWS, start=start, span=timedelta(days=5), id_column=config.data.id_column)
     engine.dispose()
     monkeypatch.setattr(logged, "CHUNK_ROWS", 257)  # Many chunks, requests across their edges.
-    return postgres_url, trained, found
+    return url, trained, found
 
 
 def test_drift_in_chunks_equals_the_whole_computation(

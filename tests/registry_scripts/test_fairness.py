@@ -142,3 +142,55 @@ def test_a_bad_policy_names_its_field(content: dict[str, object], field: str) ->
 def test_metric_names_keep_what_mlflow_accepts() -> None:
     assert metric_key("Age", "demographic_parity_ratio") == "Age.demographic_parity_ratio"
     assert metric_key("Marital status (self-reported)?", "x") == "Marital status _self-reported__.x"
+
+
+def test_figures_are_fairlearns_on_a_random_set_with_missing_and_small_groups() -> None:
+    from fairlearn.metrics import (
+        MetricFrame,
+        demographic_parity_ratio,
+        equalized_odds_difference,
+        false_positive_rate,
+        selection_rate,
+        true_positive_rate,
+    )
+
+    rng = np.random.default_rng(3)
+    n = 5000
+    frame = pd.DataFrame(
+        {
+            "group": rng.choice(
+                np.array(["a", "b", "c", "tiny", None], dtype=object), n, p=[0.4, 0.3, 0.26, 0.003, 0.037]
+            )
+        }
+    )
+    decisions = (rng.random(n) < 0.3).astype(np.int64)
+    scores = rng.random(n)
+    actual = np.where(rng.random(n) < 0.4, (rng.random(n) < 0.3).astype(float), np.nan)
+    for selected in ("positive", "negative"):
+        chosen = decisions if selected == "positive" else 1 - decisions
+        found = assess(frame, decisions=decisions, scores=scores, actual=actual,
+                       policy=policy(selected=selected, min_group_rows=20), source="t")  # fmt: skip
+        rows = by_name(found, "group")
+        sensitive = groups(frame["group"], Attribute()).to_numpy(dtype=object)
+        rates = MetricFrame(
+            metrics=selection_rate, y_true=chosen, y_pred=chosen, sensitive_features=sensitive
+        )
+        assert {g: r["selection_rate"] for g, r in rows.items()} == rates.by_group.to_dict()
+        labelled = ~np.isnan(actual)
+        y, flagged, where = actual[labelled].astype(int), decisions[labelled], sensitive[labelled]
+        for metric, key in (
+            (true_positive_rate, "true_positive_rate"),
+            (false_positive_rate, "false_positive_rate"),
+        ):
+            expected = MetricFrame(
+                metrics=metric, y_true=y, y_pred=flagged, sensitive_features=where
+            ).by_group
+            assert {g: rows[g][key] for g in expected.index} == expected.to_dict()
+        counted = [g for g, r in rows.items() if r["counted"]]
+        assert "tiny" not in counted
+        keep = np.isin(sensitive, counted)
+        ratio = demographic_parity_ratio(chosen[keep], chosen[keep], sensitive_features=sensitive[keep])
+        assert found["attributes"][0]["demographic_parity_ratio"] == ratio
+        inside = np.isin(where, counted)
+        odds = equalized_odds_difference(y[inside], flagged[inside], sensitive_features=where[inside])
+        assert found["attributes"][0]["equalized_odds_difference"] == odds
