@@ -91,7 +91,7 @@ class Decisions:
             if self.policy.attributes[name].bands:
                 columns[name] = pd.Series(np.concatenate(parts))
             else:
-                columns[name] = pd.Series(union_categoricals(parts, ignore_order=True)).astype(object)
+                columns[name] = pd.Series(union_categoricals(parts, ignore_order=True))
         return pd.DataFrame(columns, index=pd.RangeIndex(self.rows))
 
     def column(self, key: str) -> np.ndarray:

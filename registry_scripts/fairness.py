@@ -68,13 +68,22 @@ def band_labels(edges: tuple[int, ...]) -> list[str]:
 
 def groups(values: pd.Series, attribute: Attribute) -> pd.Series:
     """Each row's group: its value as text, or its band; `missing` without a value."""
+    if not attribute.bands and isinstance(values.dtype, pd.CategoricalDtype):
+        # Many rows, few groups (monitoring's logged rows): named once a category, not once a row.
+        named = values.cat.rename_categories([str(c) for c in values.cat.categories])
+        if named.isna().any():
+            if MISSING not in named.cat.categories:
+                named = named.cat.add_categories([MISSING])
+            named = named.fillna(MISSING)
+        return named
     if not attribute.bands:
         named = values.astype("string").fillna(MISSING).astype(object)
         return pd.Series(named.to_numpy(), index=values.index, name=values.name)
     numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
-    labels = np.array(band_labels(attribute.bands), dtype=object)
+    labels = band_labels(attribute.bands)
     which = np.searchsorted(np.asarray(attribute.bands, dtype=float), numbers, side="right")
-    banded = np.where(np.isnan(numbers), MISSING, labels[np.minimum(which, len(labels) - 1)])
+    codes = np.where(np.isnan(numbers), len(labels), np.minimum(which, len(labels) - 1))
+    banded = pd.Categorical.from_codes(codes, categories=[*labels, MISSING])
     return pd.Series(banded, index=values.index, name=values.name)
 
 

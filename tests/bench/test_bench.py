@@ -148,3 +148,36 @@ def test_quick_changes_only_the_sizes_not_given() -> None:
         None,
         3,
     )
+
+
+@pytest.mark.integration
+def test_a_tiny_log_scale_run_measures_every_job_at_every_size(tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "bench", "--log-scale", "--sizes", "1000,3000", "--trials", "1",
+        "--database-url", POSTGRES_ADMIN, "--output-dir", str(tmp_path),
+    ]  # fmt: skip
+    env = subprocess_env()
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = json.loads((tmp_path / "log_scale_results.json").read_text())
+    runs = {(run["name"], run["rows"]) for run in results["runs"]}
+    assert runs == {(job, rows) for job in ("drift", "compare", "fairness") for rows in (1000, 3000)}
+    assert all(run["seconds"] > 0 and run["peak_rss_mib"] > 100 for run in results["runs"])
+    assert [goal["job"] for goal in results["goals"]] == ["drift", "compare", "fairness"]
+    assert "| fairness | 3,000 |" in (tmp_path / "LOG_SCALE.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"), [(["--sizes", "10"], "at least 1000"), (["--sizes", "x"], "row counts")]
+)
+def test_bad_log_scale_sizes_are_named(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.logscale import parse_args as log_scale_args
+
+    with pytest.raises(SystemExit) as stopped:
+        log_scale_args(argv)
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
