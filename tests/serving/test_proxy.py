@@ -159,7 +159,7 @@ def test_rows_are_persisted_with_their_content(http: httpx.Client, log_engine: E
         stored = connection.execute(
             text(
                 "SELECT row_index, entity_id, input, score, prediction, threshold, base_value,"
-                " contributions, jsonb_typeof(contributions) AS kind FROM inference_predictions"
+                " contributions, json_typeof(contributions) AS kind FROM inference_predictions"
                 " WHERE request_id = :rid ORDER BY row_index"
             ),
             {"rid": request_id},
