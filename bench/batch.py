@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -265,6 +266,14 @@ def report(results: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def publish(results: Mapping[str, object], text: str, directory: Path, *, data: str, page: str) -> None:
+    """Write the figures (`data`, JSON) and their report (`page`, Markdown) into `directory`; print it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / data).write_text(json.dumps(results, indent=2) + "\n")
+    (directory / page).write_text(text)
+    print(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the batch benchmark; write batch_results.json and BATCH.md."""
     args = parse_args(argv)
@@ -283,11 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         **figures,
     }
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "batch_results.json").write_text(json.dumps(results, indent=2) + "\n")
-    text = report(results)
-    (args.output_dir / "BATCH.md").write_text(text)
-    print(text)
+    publish(results, report(results), args.output_dir, data="batch_results.json", page="BATCH.md")
     return 0
 
 

@@ -10,7 +10,6 @@ largest size at most 1.5 times that at the smallest and under 1 GiB; time at mos
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -25,7 +24,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import text
 
-from bench.batch import measured
+from bench.batch import measured, publish
 from bench.logcheck import fresh_database, quiet_logging
 from bench.logfill import Pool, fill, pool
 from logstore.database import make_engine, migrate
@@ -186,11 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         **figures,
     }
     results["goals"] = goals(results)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "log_scale_results.json").write_text(json.dumps(results, indent=2) + "\n")
-    text_report = report(results)
-    (args.output_dir / "LOG_SCALE.md").write_text(text_report)
-    print(text_report)
+    publish(results, report(results), args.output_dir, data="log_scale_results.json", page="LOG_SCALE.md")
     return 0
 
 

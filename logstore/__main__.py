@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import re
 import signal
 import sys
 import threading
@@ -22,17 +21,15 @@ from logstore import retention
 from logstore.database import first_line, make_engine, migrate, safe_url
 from logstore.errors import LogStoreError
 from logstore.export import export
-from logstore.settings import LogStoreSettings
-
-UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+from logstore.settings import LogStoreSettings, period
 
 
 def duration(text: str) -> timedelta:
     """`365d`, `12h`, `30m` or `45s`."""
-    found = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", text)
-    if found is None or int(found.group(1)) == 0:
-        raise argparse.ArgumentTypeError(f"not a duration such as 365d, 12h or 30m: {text!r}")
-    return timedelta(**{UNITS[found.group(2)]: int(found.group(1))})
+    try:
+        return period(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def moment(text: str) -> datetime:
@@ -42,6 +39,12 @@ def moment(text: str) -> datetime:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
     return found if found.tzinfo else found.replace(tzinfo=UTC)
+
+
+def _fail(message: str) -> int:
+    """One line on stderr; the exit status of a command that could not run."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,8 +71,7 @@ def _parser() -> argparse.ArgumentParser:
 def _retain(engine: Engine, settings: LogStoreSettings, args: argparse.Namespace) -> int:
     older_than = args.older_than or settings.retention
     if older_than is None:
-        print("error: --older-than: give a period such as 365d, or set LOG_RETENTION", file=sys.stderr)
-        return 2
+        return _fail("--older-than: give a period such as 365d, or set LOG_RETENTION")
     stop = threading.Event()
     if args.every:
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -112,19 +114,15 @@ def main(argv: list[str] | None = None) -> int:
         engine = make_engine(settings.database_url, must_exist=args.command != "migrate")
     except ValidationError as exc:
         error = exc.errors()[0]
-        print(f"error: {'.'.join(map(str, error['loc'])).upper()}: {error['msg']}", file=sys.stderr)
-        return 2
+        return _fail(f"{'.'.join(map(str, error['loc'])).upper()}: {error['msg']}")
     except LogStoreError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
+        return _fail(exc.message)
     try:
         return _command(engine, settings, args)
     except LogStoreError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
+        return _fail(exc.message)
     except SQLAlchemyError as exc:
-        print(f"error: log store {safe_url(engine)}: {first_line(exc)}", file=sys.stderr)
-        return 2
+        return _fail(f"log store {safe_url(engine)}: {first_line(exc)}")
     finally:
         engine.dispose()
 

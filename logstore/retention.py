@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, delete, exists, func, insert, select
+from sqlalchemy import ColumnElement, Connection, Engine, delete, exists, insert, select
 
 from logstore.records import pseudonym
 from logstore.tables import (
@@ -129,9 +129,3 @@ def erase(
             )
         )  # fmt: skip
     return removed
-
-
-def erasure_count(engine: Engine) -> int:
-    """How many erasures are recorded."""
-    with engine.connect() as connection:
-        return int(connection.execute(select(func.count()).select_from(erasures)).scalar_one())

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///serving.db"
+UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def period(text: str) -> timedelta:
+    """`365d`, `12h`, `30m` or `45s`; ValueError for anything else, zero included."""
+    found = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", text)
+    if found is None or int(found.group(1)) == 0:
+        raise ValueError(f"not a duration such as 365d, 12h or 30m: {text!r}")
+    return timedelta(**{UNITS[found.group(2)]: int(found.group(1))})
 
 
 class LogStoreSettings(BaseSettings):
@@ -37,14 +47,7 @@ class LogStoreSettings(BaseSettings):
     @field_validator("retention", mode="before")
     @classmethod
     def _period(cls, value: object) -> object:
-        if (
-            isinstance(value, str)
-            and value.strip()[-1:] in ("s", "m", "h", "d")
-            and value.strip()[:-1].isdigit()
-        ):
-            number, unit = int(value.strip()[:-1]), value.strip()[-1]
-            return timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[unit]: number})
-        return value
+        return period(value) if isinstance(value, str) else value
 
     @property
     def hmac_key(self) -> bytes | None:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from scipy.stats import ks_2samp, rankdata
 from sklearn.metrics import brier_score_loss
 
-from monitoring.drift import numeric_psi
+from monitoring.drift import Span, numeric_psi
 from registry_scripts.reports import auc_worse
 
 TOP_REASONS = 3
@@ -112,17 +112,14 @@ class Shadowed:
         self.latency: dict[str, list[np.ndarray]] = {"champion": [], "challenger": []}
         self.flipped: list[dict[str, Any]] = []
         self.last_request: Any = None
-        self.first: Any = None
-        self.last: Any = None
+        self.span = Span()
 
     def add(self, rows: pd.DataFrame) -> None:
         """Fold a chunk of shadowed rows, in the order of their requests (see `compare`)."""
         if rows.empty:
             return
         if "received_at" in rows:
-            first, last = rows["received_at"].min(), rows["received_at"].max()
-            self.first = first if self.first is None else min(self.first, first)
-            self.last = last if self.last is None else max(self.last, last)
+            self.span.add(rows["received_at"])
         requests = rows["request_id"]
         starts = (requests != requests.shift()).to_numpy(copy=True)
         starts[0] = requests.iloc[0] != self.last_request  # A request may go on from the chunk before.

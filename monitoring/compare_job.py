@@ -66,7 +66,7 @@ def run(
         "champion_version": champion,
         "challenger_version": challenger,
         "created_at": created.isoformat(timespec="seconds"),
-        "window": window(folded.first, folded.last, since, until),
+        "window": window(folded.span, since, until),
         "thresholds": thresholds.model_dump(),
         **folded.summary(costs=facts.costs, thresholds=thresholds),
     }

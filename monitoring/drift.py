@@ -374,22 +374,34 @@ def explanation_drift(
     return explanation_figures(reference, sums, thresholds)
 
 
+@dataclass
+class Span:
+    """The first and last of the times folded so far, as the log gave them."""
+
+    first: Any = None
+    last: Any = None
+
+    def add(self, times: pd.Series) -> None:
+        """Widen the span to a chunk's times."""
+        if len(times):
+            first, last = times.min(), times.max()
+            self.first = first if self.first is None else min(self.first, first)
+            self.last = last if self.last is None else max(self.last, last)
+
+
 class Periods:
     """Rows, positives and the score sum per hour; days are made of hours when the window is long."""
 
     def __init__(self) -> None:
         self.hours: dict[pd.Timestamp, np.ndarray] = {}
-        self.first: pd.Timestamp | None = None
-        self.last: pd.Timestamp | None = None
+        self.span = Span()
 
     def add(self, times: pd.Series, positive: pd.Series, scores: pd.Series) -> None:
         """Fold more rows."""
         if not len(times):
             return
         stamps = pd.to_datetime(times, utc=True).reset_index(drop=True)
-        first, last = stamps.min(), stamps.max()
-        self.first = first if self.first is None else min(self.first, first)
-        self.last = last if self.last is None else max(self.last, last)
+        self.span.add(stamps)
         frame = pd.DataFrame(
             {
                 "period": stamps.dt.floor("h"),
@@ -406,13 +418,12 @@ class Periods:
 
     def rates(self) -> list[dict[str, Any]]:
         """Positive rate and mean score per day (per hour when the window is shorter than two days)."""
-        if self.first is None or self.last is None:
+        if self.span.first is None:
             return []
-        daily = self.last - self.first >= pd.Timedelta(days=2)
+        daily = self.span.last - self.span.first >= pd.Timedelta(days=2)
         merged: dict[pd.Timestamp, np.ndarray] = {}
         for hour, sums in sorted(self.hours.items()):
-            merged.setdefault(hour.floor("D") if daily else hour, np.zeros(3))
-            merged[hour.floor("D") if daily else hour] += sums
+            merged.setdefault(hour.floor("D") if daily else hour, np.zeros(3))[:] += sums
         return [
             {
                 "period": period.isoformat(),

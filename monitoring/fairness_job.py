@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 
 from monitoring import logged, reference
+from monitoring.drift import Span
 from monitoring.errors import MonitoringError
 from monitoring.job import ReportOutcome, enough_rows, finite, window
 from monitoring.report import STYLE, png, table
@@ -55,8 +56,7 @@ class Decisions:
         self.sent: set[str] = set()
         self.columns: dict[str, list[np.ndarray]] = {"decisions": [], "scores": [], "actual": []}
         self.rows = 0
-        self.first: Any = None
-        self.last: Any = None
+        self.span = Span()
 
     def add(self, chunk: pd.DataFrame) -> None:
         """Fold a chunk of logged rows (`input`, `prediction`, `score`, `actual`, `received_at`)."""
@@ -77,9 +77,7 @@ class Decisions:
             pd.to_numeric(chunk["actual"], errors="coerce").to_numpy(dtype=np.float64)
         )
         self.rows += len(chunk)
-        first, last = chunk["received_at"].min(), chunk["received_at"].max()
-        self.first = first if self.first is None else min(self.first, first)
-        self.last = last if self.last is None else max(self.last, last)
+        self.span.add(chunk["received_at"])
 
     def attributes(self) -> pd.DataFrame:
         """The protected attributes the logged inputs carry; one a client never sends is left out."""
@@ -140,7 +138,7 @@ def run(
             "model": model,
             "version": version,
             "created_at": created.isoformat(timespec="seconds"),
-            "window": window(folded.first, folded.last, since, until),
+            "window": window(folded.span, since, until),
             **found,
             "holdout": {
                 item["attribute"]: {

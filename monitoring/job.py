@@ -75,8 +75,7 @@ class Folded:
         self.periods = drift.Periods()
         self.unseen: Counter[str] = Counter()
         self.rows = 0
-        self.first: Any = None
-        self.last: Any = None
+        self.span = drift.Span()
 
     def add(self, current: pd.DataFrame, outputs: pd.DataFrame) -> None:
         """Fold logged inputs (one column a feature) and the model's outputs for them."""
@@ -96,9 +95,7 @@ class Folded:
         self.periods.add(
             chunk["received_at"], chunk["prediction"] == self.ref.facts.labels[1], chunk["score"]
         )
-        first, last = chunk["received_at"].min(), chunk["received_at"].max()
-        self.first = first if self.first is None else min(self.first, first)
-        self.last = last if self.last is None else max(self.last, last)
+        self.span.add(chunk["received_at"])
 
     def comparison(self) -> Comparison:
         """Every figure of the rows folded so far."""
@@ -175,7 +172,7 @@ def run(
         "model": model,
         "version": version,
         "created_at": created.isoformat(timespec="seconds"),
-        "window": window(folded.first, folded.last, since, until),
+        "window": window(folded.span, since, until),
         "rows": folded.rows,
         "reference_rows": len(ref.features),
         "thresholds": thresholds.model_dump(),
@@ -223,13 +220,13 @@ def enough_rows(
     return found
 
 
-def window(first: Any, last: Any, since: datetime | None, until: datetime | None) -> dict[str, str | None]:
+def window(span: drift.Span, since: datetime | None, until: datetime | None) -> dict[str, str | None]:
     """The logged times a report covers: as asked, and the first and last found."""
     return {
         "since": since.isoformat() if since else None,
         "until": until.isoformat() if until else None,
-        "first": pd.Timestamp(first).isoformat(),
-        "last": pd.Timestamp(last).isoformat(),
+        "first": pd.Timestamp(span.first).isoformat(),
+        "last": pd.Timestamp(span.last).isoformat(),
     }
 
 

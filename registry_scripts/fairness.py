@@ -131,7 +131,12 @@ def assess_attribute(
     rows = np.bincount(codes, minlength=size)
     selection = np.bincount(codes, weights=chosen, minlength=size) / np.maximum(rows, 1)
     labelled = ~np.isnan(actual)
-    where, y, flagged = codes[labelled], actual[labelled].astype(np.int64), decisions[labelled]
+    where, y, flagged, ranked = (
+        codes[labelled],
+        actual[labelled].astype(np.int64),
+        decisions[labelled],
+        scores[labelled],
+    )
     counted_rows = np.bincount(where, minlength=size)
     positives = np.bincount(where, weights=y, minlength=size)
     negatives = counted_rows - positives
@@ -161,7 +166,7 @@ def assess_attribute(
                 # A rate with no row to count (no positives, or no negatives) is n/a, not 0.
                 "true_positive_rate": _number(tpr[g]) if positives[g] else None,
                 "false_positive_rate": _number(fpr[g]) if negatives[g] else None,
-                "roc_auc": _number(_roc_auc(y[mine], scores[labelled][mine])) if counted_rows[g] else None,
+                "roc_auc": _number(_roc_auc(y[mine], ranked[mine])) if counted_rows[g] else None,
             }
         )
     return {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from pathlib import Path
 import mlflow
 import psycopg2
 import pytest
-from mlflow.pyfunc import PyFuncModel, scoring_server
+from mlflow.pyfunc import PyFuncModel
 from mlflow.tracking import MlflowClient
 
 from bench.logcheck import fresh_database as scratch_database
@@ -94,13 +93,6 @@ def attrition_model(attrition: TrainingOutcome) -> PyFuncModel:
 def credit_model(credit: TrainingOutcome) -> PyFuncModel:
     """The registered credit version, loaded once."""
     return mlflow.pyfunc.load_model(f"models:/credit/{credit.version}")
-
-
-def as_served(predictions: object) -> str:
-    """The body MLflow's scoring server answers for these predictions."""
-    buffer = io.StringIO()
-    scoring_server.predictions_to_json(predictions, buffer)
-    return buffer.getvalue()
 
 
 def register_again(client: MlflowClient, outcome: TrainingOutcome, name: str) -> str:

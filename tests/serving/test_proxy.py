@@ -19,9 +19,10 @@ import pytest
 from mlflow.pyfunc.scoring_server.client import ScoringServerClient
 from sqlalchemy import Engine, text
 
+from bench.logfill import served_json as as_served
 from bench.servers import backend_url as backend_url_of
 from serving.entities import main as load_entities
-from tests.conftest import REPO, as_served
+from tests.conftest import REPO
 from tests.serving.conftest import (
     API_KEY,
     HEADERS,

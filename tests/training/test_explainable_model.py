@@ -15,7 +15,8 @@ import shap
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PyFuncModel, scoring_server
 
-from tests.conftest import REPO, as_served
+from bench.logfill import served_json as as_served
+from tests.conftest import REPO
 from training.explainable_model import SERVING_ENVIRONMENT
 from training.features import encoded_to_raw
 from training.job import TrainingOutcome
