@@ -55,7 +55,7 @@ print(rows, time.perf_counter() - start)
 PER_ROW = """
 import json, sys, time, mlflow, pyarrow as pa, pyarrow.parquet as pq
 from mlflow.pyfunc import _convert_struct_values
-from serving.batch_columns import result_type
+from serving.batch.columns import result_type
 model = mlflow.pyfunc.load_model(sys.argv[1])
 struct = result_type(model.metadata.get_output_schema(), leave_out={"employee_id"})
 spent = {"predict": 0.0, "udf_conversion": 0.0, "arrow": 0.0}

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from serving.backend import access_log_env, free_port, with_own_bin
+from serving.proxy.backend import access_log_env, free_port, with_own_bin
 
 
 class ServerError(RuntimeError):

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any
 
-from serving.backend import free_port
+from serving.proxy.backend import free_port
 
 CHUNK = 65536
 

@@ -131,8 +131,9 @@ class Stage:
 
     def proxy(self, name: str, **env: str) -> Server:
         """A started, ready proxy on the relayed log store."""
+        keys = {"API_KEYS": f"chaos:{self.api_key}:score+read+feedback"}
         server = proxy(name, self.model, self.workdir, database_url=self.relayed_url, log_requests=True,
-                       workers=1, env={"API_KEYS": f"chaos:{self.api_key}", **env})  # fmt: skip
+                       workers=1, env={**keys, **env})  # fmt: skip
         server.start().wait_ready()
         return server
 

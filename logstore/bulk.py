@@ -23,6 +23,8 @@ from logstore.database import json_text
 
 JSON_COLUMNS = {"input", "contributions", "unseen_categories", "reasons"}
 NUMBER_COLUMNS = {"score", "threshold", "base_value", "total_ms", "upstream_ms", "queue_ms", "latency_ms"}
+# A request's rows share its id; a model's rows share a few labels (a bool would collide with 0 and 1).
+REPEATED_COLUMNS = {"request_id", "prediction", "model_name"}
 # COPY's text format: these characters are written as backslash escapes; NULL is \N.
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
@@ -44,20 +46,18 @@ def _value(value: Any) -> str:
         return value.isoformat()
     if isinstance(value, int | uuid.UUID):
         return str(value)
-    return str(value).translate(_ESCAPES)
-
-
-def _number(value: Any) -> str:
-    return repr(value) if type(value) is float else _value(value)
+    text = str(value)
+    # isprintable is false for tab, newline and carriage return: a C scan spares most texts the translate.
+    return text if text.isprintable() and "\\" not in text else text.translate(_ESCAPES)
 
 
 def _field(name: str, values: list[Any]) -> list[str]:
-    """One column's fields: documents as JSON, numbers by repr, a request's id written once for its rows."""
+    """One column's fields: documents as JSON, numbers by repr, a repeated value written once."""
     if name in JSON_COLUMNS:
         return list(map(_document, values))
     if name in NUMBER_COLUMNS:
-        return list(map(_number, values))
-    if name == "request_id":
+        return [repr(value) if type(value) is float else _value(value) for value in values]
+    if name in REPEATED_COLUMNS:
         written: dict[Any, str] = {}
         return [written.get(value) or written.setdefault(value, _value(value)) for value in values]
     return list(map(_value, values))

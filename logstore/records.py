@@ -250,16 +250,12 @@ def to_rows(record: Mapping[str, Any], *, hmac_key: bytes | None) -> tuple[Row, 
         entity_id = logged_id(entity, hmac_key)
         if entity_id is not None and hmac_key is not None and row is not None and id_column in row:
             row = {**row, id_column: entity_id}
-        predictions.append(
-            {
-                "request_id": request_id,
-                "row_index": index,
-                "entity_id": entity_id,
-                "input": row,
-                **_answer(output),
-                "unseen_categories": output.get("unseen_categories"),
-            }
-        )
+        answer = _answer(output)
+        answer.update(
+            request_id=request_id, row_index=index, entity_id=entity_id, input=row,
+            unseen_categories=output.get("unseen_categories"),
+        )  # fmt: skip
+        predictions.append(answer)
     request = {
         "request_id": request_id,
         "received_at": datetime.fromisoformat(meta["received_at"]),

@@ -25,11 +25,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from logstore.database import first_line, make_engine, safe_url
 from logstore.errors import LogStoreError
 from logstore.settings import LogStoreSettings
-from monitoring import compare_job, fairness_job, job, outcomes, reference, replay
+from monitoring import compare_job, drift_job, fairness_job, outcomes, reference, replay
 from monitoring.challenger import CompareThresholds
 from monitoring.drift import Thresholds
 from monitoring.errors import MonitoringError
 from monitoring.fairness_job import FairnessThresholds
+from monitoring.report_run import ReportOutcome
 from registry_scripts import fairness
 from registry_scripts.access import configure_mlflow
 from registry_scripts.cli import fail, problems
@@ -129,7 +130,7 @@ def _said(compared: compare_job.CompareOutcome) -> int:
     return compared.exit_code
 
 
-def _fair(assessed: job.ReportOutcome) -> int:
+def _fair(assessed: ReportOutcome) -> int:
     summary = assessed.summary
     print(f"report: {assessed.directory / 'report.html'} (MLflow run {assessed.run_id})")
     min_ratio = summary["policy"]["min_ratio"]
@@ -174,7 +175,7 @@ def _command(
             thresholds=args.thresholds,
         )  # fmt: skip
         return _said(compared)
-    outcome = job.run(
+    outcome = drift_job.run(
         client, engine, model=args.model, version=args.version, since=args.since, until=args.until,
         out=args.out, thresholds=args.thresholds,
     )  # fmt: skip

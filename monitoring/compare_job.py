@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import html
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import mlflow
-from mlflow.environment_variables import MLFLOW_RUN_ID
 from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine
 
 from monitoring import logged, reference
 from monitoring.challenger import CompareThresholds, Shadowed
 from monitoring.errors import MonitoringError
-from monitoring.job import ReportOutcome, finite, window
 from monitoring.report import STYLE, paired_scores_plot, table
+from monitoring.report_run import ReportOutcome, ReportRun, finite, window
 from registry_scripts.reports import CompareSummary
 
 MAX_PLOTTED = 20_000
@@ -72,11 +69,10 @@ def run(
     }
     # Checked against the contract serving reads back (`GET /challenger`) before anything is written.
     summary = CompareSummary.model_validate(finite(summary)).model_dump(mode="json", exclude={"run_id"})
-    directory = out / f"{model}-v{challenger}-vs-v{champion}-{created.strftime('%Y%m%dT%H%M%SZ')}"
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
-    (directory / "report.html").write_text(_render(summary, folded), encoding="utf-8")
-    return CompareOutcome(summary, directory, _log_run(summary, directory, challenger_facts.experiment_id))
+    found = _report_run(summary, challenger_facts.experiment_id).publish(
+        out, created, summary, _render(summary, folded)
+    )
+    return CompareOutcome(found.summary, found.directory, found.run_id)
 
 
 def _render(summary: dict[str, Any], folded: Shadowed) -> str:
@@ -139,7 +135,7 @@ def _render(summary: dict[str, Any], folded: Shadowed) -> str:
     return f"<!doctype html><meta charset=utf-8><title>compare</title><style>{STYLE}</style>{''.join(parts)}"
 
 
-def _log_run(summary: dict[str, Any], directory: Path, experiment_id: str) -> str:
+def _report_run(summary: dict[str, Any], experiment_id: str) -> ReportRun:
     metrics = {
         "rows": summary["rows"],
         "shadow_errors": summary["shadow_errors"],
@@ -154,21 +150,16 @@ def _log_run(summary: dict[str, Any], directory: Path, experiment_id: str) -> st
     metrics.update(
         {f"realised.auc_difference.{k}": v for k, v in (realised.get("auc_difference") or {}).items()}
     )
-    experiment = None if MLFLOW_RUN_ID.get() else experiment_id
-    with mlflow.start_run(
-        experiment_id=experiment,
-        run_name=f"compare-{summary['model']}-v{summary['challenger_version']}-vs-v{summary['champion_version']}",
-    ) as run:
-        mlflow.set_tags(
-            {
-                "monitoring": "compare",
-                "model_name": summary["model"],
-                "model_version": str(summary["challenger_version"]),
-                "champion_version": str(summary["champion_version"]),
-                "verdict": summary["verdict"],
-            }
-        )
-        mlflow.log_params({f"threshold.{k}": v for k, v in summary["thresholds"].items()})
-        mlflow.log_metrics({key: float(value) for key, value in metrics.items() if value is not None})
-        mlflow.log_artifacts(str(directory), "compare_report")
-        return str(run.info.run_id)
+    return ReportRun(
+        kind="compare",
+        name=f"compare-{summary['model']}-v{summary['challenger_version']}-vs-v{summary['champion_version']}",
+        experiment_id=experiment_id,
+        tags={
+            "model_name": summary["model"],
+            "model_version": str(summary["challenger_version"]),
+            "champion_version": str(summary["champion_version"]),
+            "verdict": summary["verdict"],
+        },
+        params={f"threshold.{k}": v for k, v in summary["thresholds"].items()},
+        metrics=metrics,
+    )

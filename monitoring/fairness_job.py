@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import html
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.environment_variables import MLFLOW_RUN_ID
 from mlflow.tracking import MlflowClient
 from pandas.api.types import union_categoricals
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,8 +17,8 @@ from sqlalchemy import Engine
 from monitoring import logged, reference
 from monitoring.drift import Span
 from monitoring.errors import MonitoringError
-from monitoring.job import ReportOutcome, enough_rows, finite, window
 from monitoring.report import STYLE, png, table
+from monitoring.report_run import ReportOutcome, ReportRun, enough_rows, finite, window, window_params
 from registry_scripts import fairness
 
 # Summary key -> the report's column heading ("share" is filled in with the compared decision).
@@ -148,11 +145,7 @@ def run(
             },
         }
     )
-    directory = out / f"{model}-v{version}-fairness-{created.strftime('%Y%m%dT%H%M%SZ')}"
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
-    (directory / "report.html").write_text(_render(summary), encoding="utf-8")
-    return ReportOutcome(summary, directory, _log_run(summary, directory, facts.experiment_id))
+    return _report_run(summary, facts.experiment_id).publish(out, created, summary, _render(summary))
 
 
 def _render(summary: dict[str, Any]) -> str:
@@ -194,29 +187,20 @@ def _render(summary: dict[str, Any]) -> str:
     return f"<!doctype html><meta charset=utf-8><title>fairness</title><style>{STYLE}</style>{''.join(parts)}"
 
 
-def _log_run(summary: dict[str, Any], directory: Path, experiment_id: str) -> str:
+def _report_run(summary: dict[str, Any], experiment_id: str) -> ReportRun:
     metrics = {"rows": summary["rows"], "labelled": summary["labelled"]}
     for item in summary["attributes"]:
         for key in ("demographic_parity_ratio", "equalized_odds_difference"):
             metrics[fairness.metric_key(item["attribute"], key)] = item[key]
-    experiment = None if MLFLOW_RUN_ID.get() else experiment_id
-    with mlflow.start_run(
-        experiment_id=experiment, run_name=f"fairness-{summary['model']}-v{summary['version']}"
-    ) as run:
-        mlflow.set_tags(
-            {
-                "monitoring": "fairness",
-                "model_name": summary["model"],
-                "model_version": str(summary["version"]),
-                "flagged": ",".join(summary["flagged"]) or "none",
-            }
-        )
-        mlflow.log_params(
-            {
-                "window.since": summary["window"]["since"] or "",
-                "window.until": summary["window"]["until"] or "",
-            }
-        )
-        mlflow.log_metrics({key: float(value) for key, value in metrics.items() if value is not None})
-        mlflow.log_artifacts(str(directory), "fairness_report")
-        return str(run.info.run_id)
+    return ReportRun(
+        kind="fairness",
+        name=f"fairness-{summary['model']}-v{summary['version']}",
+        experiment_id=experiment_id,
+        tags={
+            "model_name": summary["model"],
+            "model_version": str(summary["version"]),
+            "flagged": ",".join(summary["flagged"]) or "none",
+        },
+        params=window_params(summary),
+        metrics=metrics,
+    )

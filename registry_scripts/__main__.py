@@ -104,7 +104,7 @@ def _gates(tags: dict[str, str]) -> str:
 
 def render_list(client: MlflowClient, name: str) -> tuple[str, HandConflict | None]:
     """A table of versions: aliases, stage, metric, gates into Production, and the last recorded action."""
-    rows = [("version", "aliases", "stage", "holdout_roc_auc", "gates", "last action")]
+    rows = [("version", "aliases", "stage", "copied from", "holdout_roc_auc", "gates", "last action")]
     all_versions = versions(client, name)
     for v in all_versions:
         auc = holdout_auc(client, v)
@@ -116,6 +116,7 @@ def render_list(client: MlflowClient, name: str) -> tuple[str, HandConflict | No
                 str(v.number),
                 ",".join(f"@{a}" for a in v.aliases) or "-",
                 v.stage,
+                f"{v.copied_from[0]} v{v.copied_from[1]}" if v.copied_from else "-",
                 f"{auc:.4f}" if auc is not None else "-",
                 _gates(v.tags),
                 last or "-",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,12 @@ GATES_TAG = "gates.production"  # "passed", or "forced past <gates>"; absent: ne
 VIA_TAG = "production.via"  # How the version last reached Production.
 HISTORY_TAG = "audit.history"
 HISTORY_LIMIT = 20
+# On a version MLflow copied from another registered model ("Promote model", `copy_model_version`):
+# the model our gate and audit tags were written for. Until our scripts write it, those tags came
+# with the copy, describe the source, and are not the copy's own.
+OWNER_TAG = "registry.model"
+AUDIT_TAGS = (GATES_TAG, VIA_TAG, PRODUCTION_AT_TAG, PREVIOUS_TAG, HISTORY_TAG,
+              "audit.last_action", "audit.last_by", "audit.last_at", "audit.last_reason")  # fmt: skip
 STATE_TAG = "registry.recorded"  # On the registered model: the alias holders the scripts last left.
 UNKNOWN_USER = "unknown (MLflow does not record who moves an alias or a stage)"
 
@@ -38,8 +45,9 @@ class Version:
     aliases: tuple[str, ...]
     run_id: str | None
     status: str
-    tags: dict[str, str]
+    tags: dict[str, str]  # Its own: gate and audit tags that came with a copy are left out.
     updated_ms: int = 0  # MLflow's last_updated_timestamp: a stage transition sets it.
+    copied_from: tuple[str, int] | None = None  # The (model, version) MLflow copied it from.
 
     @classmethod
     def of(cls, mv: ModelVersion, aliases: dict[str, str]) -> Version:
@@ -51,14 +59,43 @@ class Version:
             own,
             mv.run_id,
             str(mv.status),
-            dict(mv.tags or {}),
+            own_tags(mv),
             int(mv.last_updated_timestamp or 0),
+            copied_from(mv),
         )
 
     @property
     def gated(self) -> bool:
         """Whether the version passed every gate into Production (not forced, not by hand)."""
         return self.tags.get(GATES_TAG) == "passed"
+
+
+def copied_from(mv: ModelVersion) -> tuple[str, int] | None:
+    """The (model, version) a version was copied from (its source is `models:/<other>/<n>`), or None."""
+    found = re.fullmatch(r"models:/(.+)/(\d+)", mv.source or "")
+    if found is None or found.group(1) == mv.name:
+        return None
+    return found.group(1), int(found.group(2))
+
+
+def own_tags(mv: ModelVersion) -> dict[str, str]:
+    """A version's tags less the gate and audit tags a copy brought from its source."""
+    tags = dict(mv.tags or {})
+    if copied_from(mv) is not None and tags.get(OWNER_TAG) != mv.name:
+        return {key: value for key, value in tags.items() if key not in AUDIT_TAGS}
+    return tags
+
+
+def claim(client: MlflowClient, name: str, number: int) -> None:
+    """Before our first gate or audit tag on a copied version, drop those its source's copy brought."""
+    mv = client.get_model_version(name, str(number))
+    tags = mv.tags or {}
+    if copied_from(mv) is None or tags.get(OWNER_TAG) == name:
+        return
+    for key in AUDIT_TAGS:
+        if key in tags:
+            client.delete_model_version_tag(name, str(number), key)
+    client.set_model_version_tag(name, str(number), OWNER_TAG, name)
 
 
 def now() -> str:
@@ -148,6 +185,7 @@ def record(
     extra: dict[str, Any] | None = None,
 ) -> None:
     """Tag a version with who did what, when and why, keeping a bounded history."""
+    claim(client, name, number)
     current = client.get_model_version(name, str(number))
     try:
         history = json.loads((current.tags or {}).get(HISTORY_TAG, "[]"))
@@ -203,6 +241,7 @@ def move(client: MlflowClient, name: str, number: int, stage: str) -> None:
 
 def mark_production(client: MlflowClient, name: str, number: int, *, previous: int | None, via: str) -> None:
     """Tags of a version entering Production: when, after which version, and how."""
+    claim(client, name, number)
     client.set_model_version_tag(name, str(number), PRODUCTION_AT_TAG, now())
     client.set_model_version_tag(name, str(number), VIA_TAG, via)
     if previous is not None and previous != number:

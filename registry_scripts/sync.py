@@ -43,6 +43,7 @@ class HandChange:
     after: int | None  # The version that holds alias and stage once mirrored; None: nobody.
     moved: str  # "alias", "stage", "both" or "unrecorded" (no record to compare with).
     archive: tuple[int, ...]  # Versions left in the stage besides `after`.
+    staged: tuple[int, ...] = ()  # The versions in the stage when it was found.
 
     def describe(self) -> str:
         """One line: what was found and what mirroring it does."""
@@ -56,12 +57,14 @@ class HandChange:
             found = f"stage {self.stage} was changed by hand from {was} to {where}"
         else:
             found = f"@{self.alias} and stage {self.stage} were both moved by hand from {was} to {where}"
-        extra = (
-            f"; {len(self.archive) + (self.after is not None)} versions were in {self.stage} at once, "
-            f"version(s) {', '.join(map(str, self.archive))} archived"
-            if self.archive and self.after is not None
-            else ""
-        )
+        extra = ""
+        if self.archive and self.after is not None:
+            archived = ", ".join(map(str, self.archive))
+            extra = (
+                f"; {len(self.staged)} versions were in {self.stage} at once, version(s) {archived} archived"
+                if self.after in self.staged
+                else f"; version(s) {archived} left {self.stage} for version {self.after} (archived)"
+            )
         return f"{found}: {self.stage} and @{self.alias} are {where}{extra}"
 
 
@@ -92,7 +95,15 @@ def plan(
             after = by_alias if by_alias is not None else max(staged, default=None)
             if staged != ({after} if after is not None else set()) or by_alias != after:
                 changes.append(
-                    HandChange(stage, alias, None, after, "unrecorded", tuple(sorted(staged - {after})))
+                    HandChange(
+                        stage,
+                        alias,
+                        None,
+                        after,
+                        "unrecorded",
+                        tuple(sorted(staged - {after})),
+                        tuple(sorted(staged)),
+                    )
                 )
             continue
         before = recorded.get(alias)
@@ -112,7 +123,11 @@ def plan(
         else:
             conflict = HandChange(stage, alias, before, by_alias, "conflict", ())
             raise HandConflict(_conflict(name, conflict, max(new_in_stage, default=None)))
-        changes.append(HandChange(stage, alias, before, after, moved, tuple(sorted(staged - {after}))))
+        changes.append(
+            HandChange(
+                stage, alias, before, after, moved, tuple(sorted(staged - {after})), tuple(sorted(staged))
+            )
+        )
     return changes
 
 

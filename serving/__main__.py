@@ -18,11 +18,11 @@ from logstore.database import make_engine, migrate, safe_url, wait_for
 from logstore.errors import LogStoreError
 from registry_scripts.access import configure_mlflow
 from registry_scripts.cli import fail, problems
-from serving.app import create_app
-from serving.auth import parse_keys
 from serving.errors import ServingError
-from serving.processes import die_with_parent
-from serving.runtime import Runtime
+from serving.proxy.app import create_app
+from serving.proxy.auth import parse_keys
+from serving.proxy.processes import die_with_parent
+from serving.proxy.runtime import Runtime
 from serving.settings import ServingSettings
 
 logger = logging.getLogger("serving")

@@ -24,7 +24,7 @@ from logstore.store import upsert_entities
 from registry_scripts.access import configure_mlflow
 from registry_scripts.cli import fail, problems
 from serving.errors import ServingError
-from serving.registry import ModelInfo, describe, resolve
+from serving.registry import describe, resolve
 from serving.settings import ServingSettings
 
 
@@ -56,14 +56,6 @@ def pseudonymised(
 ) -> dict[str, dict[str, Any]]:
     """The entities under keyed hashes of their ids, the id column emptied: the table holds no raw id."""
     return {pseudonym(entity_id, key): {**row, id_column: None} for entity_id, row in features.items()}
-
-
-def restore_id(features: dict[str, Any], entity_id: str, info: ModelInfo) -> dict[str, Any]:
-    """A pseudonymised entity's features with the requested id back in its column, typed as signed."""
-    assert info.id_column is not None
-    kind = next(column["type"] for column in info.inputs if column.get("name") == info.id_column)
-    value: object = int(entity_id) if kind in ("long", "integer") else entity_id
-    return {**features, info.id_column: value}
 
 
 def main(argv: list[str] | None = None) -> int:

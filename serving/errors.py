@@ -52,6 +52,17 @@ class Unauthenticated(ServingError):
         super().__init__("a valid X-API-Key header is required")
 
 
+class Forbidden(ServingError):
+    """A valid key without the scope the route needs; the message names the scope."""
+
+    status_code = 403
+    error_code = "PERMISSION_DENIED"
+
+    def __init__(self, key_id: str, scope: str) -> None:
+        super().__init__(f"key {key_id!r} lacks the {scope!r} scope this endpoint needs")
+        self.key_id = key_id
+
+
 class NotFound(ServingError):
     """The entity, request or row does not exist."""
 

@@ -106,3 +106,11 @@ def describe(client: MlflowClient, name: str, version: int, target: str) -> Mode
         features=meta.get("features"),
         use_case={"name": meta.get("use_case"), "target": meta.get("target")} if meta else None,
     )
+
+
+def restore_id(features: dict[str, Any], entity_id: str, info: ModelInfo) -> dict[str, Any]:
+    """A pseudonymised entity's features with the requested id back in its column, typed as signed."""
+    assert info.id_column is not None
+    kind = next(column["type"] for column in info.inputs if column.get("name") == info.id_column)
+    value: object = int(entity_id) if kind in ("long", "integer") else entity_id
+    return {**features, info.id_column: value}

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import pickle
+import shutil
 import sys
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import mlflow
 import psycopg2
 import pytest
+from filelock import FileLock
 from mlflow.pyfunc import PyFuncModel
 from mlflow.tracking import MlflowClient
 
@@ -36,10 +39,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A fresh SQLite tracking store and artifact directory, used by every test."""
-    home = tmp_path_factory.mktemp("mlflow")
+MODELS = ("attrition", "credit")
+
+
+@contextmanager
+def using_store(home: Path) -> Iterator[Path]:
+    """MLflow's tracking store and artifacts in `home` (SQLite, ./mlruns), as every command sees them."""
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(home)  # Artifacts default to ./mlruns next to the store.
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home}/mlflow.db")
@@ -47,6 +52,44 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         patch.delenv("MLFLOW_REGISTRY_URI", raising=False)
         mlflow.set_tracking_uri(f"sqlite:///{home}/mlflow.db")
         yield home
+
+
+def trained_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, TrainingOutcome]]:
+    """Both models trained once per test run, whichever worker comes first; the others wait and reuse them.
+
+    The store is never used as is: each worker copies its database (the artifacts stay here, where
+    the copies' paths point), so what a test registers or promotes stays in its own worker.
+    """
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # One run's workers share it.
+    store, done = shared / "trained", shared / "trained" / "outcomes.pickle"
+    with FileLock(shared / "trained.lock"):
+        if not done.exists():
+            store.mkdir(exist_ok=True)
+            with using_store(store):
+                outcomes = {name: train(load_config(name), **TINY) for name in MODELS}
+            done.write_bytes(pickle.dumps(outcomes))
+    return store, pickle.loads(done.read_bytes())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mlflow_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh SQLite tracking store and artifact directory, used by every test.
+
+    When the run holds integration tests, it starts as a copy of the run's trained store: the
+    attrition and credit models, each version 1 of its registered model.
+    """
+    home = tmp_path_factory.mktemp("mlflow")
+    if any(item.get_closest_marker("integration") for item in request.session.items):
+        store, _ = trained_store(tmp_path_factory)
+        shutil.copyfile(store / "mlflow.db", home / "mlflow.db")
+    with using_store(home):
+        yield home
+
+
+def _trained(tmp_path_factory: pytest.TempPathFactory, name: str) -> TrainingOutcome:
+    """A model the session's store was seeded with."""
+    return trained_store(tmp_path_factory)[1][name]
 
 
 @pytest.fixture(scope="session")
@@ -72,15 +115,15 @@ def config_with(name: str, **changes: object) -> UseCaseConfig:
 
 
 @pytest.fixture(scope="session")
-def attrition(mlflow_store: Path) -> TrainingOutcome:
-    """The attrition model trained once with a tiny budget."""
-    return train(load_config("attrition"), **TINY)
+def attrition(mlflow_store: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainingOutcome:
+    """The attrition model, trained once per run with a tiny budget."""
+    return _trained(tmp_path_factory, "attrition")
 
 
 @pytest.fixture(scope="session")
-def credit(mlflow_store: Path) -> TrainingOutcome:
-    """The credit model trained once with a tiny budget."""
-    return train(load_config("credit"), **TINY)
+def credit(mlflow_store: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainingOutcome:
+    """The credit model, trained once per run with a tiny budget."""
+    return _trained(tmp_path_factory, "credit")
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
 
 import yaml
@@ -35,3 +37,15 @@ def test_mlproject_entry_points_use_the_conda_env() -> None:
     }
     assert expected <= set(project["entry_points"])
     assert "--trials {trials}" in project["entry_points"]["train"]["command"]
+
+
+def test_the_fast_tier_collects_without_the_spark_extra() -> None:
+    """Without PySpark, Spark's tests are skipped with a reason; nothing fails to import."""
+    blocked = "import sys; sys.modules['pyspark'] = sys.modules['py4j'] = None; import pytest; "
+    options = ["--collect-only", "-q", "-rs", "-n", "0", "-m", "not integration"]
+    done = subprocess.run(
+        [sys.executable, "-c", f"{blocked}sys.exit(pytest.main({options!r}))"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "SKIPPED" in done.stdout and "needs the Spark extra" in done.stdout, done.stdout[-3000:]

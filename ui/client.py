@@ -11,6 +11,7 @@ from ui.settings import UiSettings
 
 MESSAGES = {
     401: "The proxy refused the API key: set UI_API_KEY to a key from the proxy's API_KEYS.",
+    403: "The key this app uses may not do this: give UI_API_KEY a key with the read and score scopes",
     404: "Not found",
     422: "The proxy could not use this input",
     503: "The scoring service is not available right now; try again in a moment",

@@ -16,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bench.servers import Server
-from serving.backend import free_port
+from serving.proxy.backend import free_port
 from tests.conftest import REPO, fresh_database, subprocess_env
 from tests.serving.conftest import Proxy, pid_alive
 

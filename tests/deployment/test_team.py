@@ -74,7 +74,7 @@ def noticed(replica: Proxy, version: int, since_wall: float) -> float | None:
     """Seconds from `since_wall` until the replica's log says the registry names `version` (it then
     starts that version's backend, and answers with the old one until the new one is ready)."""
     pattern = re.compile(
-        rf"^(\S+ \S+),(\d+) INFO serving.supervisor: follower: \S+ now names version {version}$"
+        rf"^(\S+ \S+),(\d+) INFO serving.proxy.supervisor: follower: \S+ now names version {version}$"
     )
     times = [
         time.mktime(time.strptime(found[1], "%Y-%m-%d %H:%M:%S")) + int(found[2]) / 1000
@@ -229,6 +229,33 @@ def test_moves_made_in_mlflows_uis_are_followed_by_the_replicas_and_recorded(
 
     done = team.run("-m", "registry_scripts", "list", "--model", MODEL)
     assert done.returncode == 0 and "pending" not in done.stdout, done.stdout
+
+
+def test_a_version_copied_to_another_model_in_mlflows_ui_is_judged_on_that_model(
+    team: Team, trained: str
+) -> None:
+    client = team.client()
+    source = client.get_model_version(MODEL, trained)
+    target = f"{MODEL}-prod"
+    # MLflow 3's "Promote model" button: a new version of another model, its source the version's URI,
+    # every tag of the source copied (what `copy_model_version` sends too).
+    ui_post(team, "registered-models/create", {"name": target})
+    ui_post(team, "model-versions/create", {
+        "name": target, "source": f"models:/{MODEL}/{trained}", "run_id": source.run_id,
+        "tags": [{"key": key, "value": value} for key, value in source.tags.items()],
+    })  # fmt: skip
+    assert client.get_model_version(target, "1").tags["gates.production"] == "passed"  # As copied.
+    done = team.run("-m", "registry_scripts", "list", "--model", target)
+    row = next(line for line in done.stdout.splitlines() if line.startswith("1 "))
+    assert done.returncode == 0 and f"{MODEL} v{trained}" in row and "passed" not in row, done.stdout
+    done = team.run(
+        "-m", "registry_scripts", "promote", "--model", target, "--version", "1", "--to", "production"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    tags = client.get_model_version(target, "1").tags
+    assert (tags["registry.model"], tags["gates.production"]) == (target, "passed")  # Its own, on its model.
+    assert [entry["action"] for entry in json.loads(tags["audit.history"])] == ["promoted to Production"]
+    assert client.get_model_version(target, "1").current_stage == "Production"
 
 
 def test_a_replica_killed_under_traffic_loses_no_logged_row(

@@ -12,7 +12,7 @@ from logstore import store
 from logstore.database import make_engine, migrate
 from logstore.spool import Spool
 from logstore.writer import LogWriter
-from serving.metrics import Metrics
+from serving.proxy.metrics import Metrics
 
 COLUMNS = ["employee_id", "Age", "OverTime"]
 

@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 
 from monitoring import reference
 from monitoring.drift import Thresholds
-from monitoring.job import compare
+from monitoring.drift_job import compare
 from tests.monitoring.conftest import holdout_of
 from training.job import TrainingOutcome
 

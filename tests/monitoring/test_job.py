@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from monitoring.job import finite
+from monitoring.report_run import finite
 
 
 def test_undefined_statistics_become_null() -> None:

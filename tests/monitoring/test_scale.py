@@ -23,7 +23,7 @@ from sqlalchemy import select
 from bench.logfill import Pool, fill, pool
 from logstore.database import make_engine, migrate
 from logstore.tables import inference_predictions, inference_requests
-from monitoring import compare_job, fairness_job, job, logged, reference
+from monitoring import compare_job, drift_job, fairness_job, logged, reference
 from monitoring.challenger import CompareThresholds, compare
 from monitoring.drift import Thresholds, numeric_psi
 from monitoring.fairness_job import FairnessThresholds
@@ -90,7 +90,7 @@ def test_drift_in_chunks_equals_the_whole_computation(
     url, trained, _ = filled
     model, version = trained.model_name, int(trained.version)
     engine = make_engine(url)
-    summary = job.run(
+    summary = drift_job.run(
         client, engine, model=model, version=version, since=None, until=None, out=tmp_path,
         thresholds=Thresholds(),
     ).summary  # fmt: skip

@@ -44,6 +44,8 @@ def test_an_alias_moved_in_the_ui_is_mirrored_and_survives_promote(
     code, out, _ = cli(capsys, "list", "--model", model_name)
     assert code == 0
     assert f"pending: @production was moved by hand from version {first} to version {second}" in out
+    assert f"version(s) {first} left Production for version {second} (archived)" in out
+    assert "at once" not in out  # Only one version was ever in the Production stage.
 
     code, out, _ = cli(capsys, "promote", "--model", model_name, "--version", third, "--to", "staging")
     assert code == 0, out

@@ -29,11 +29,11 @@ from logstore import store
 from logstore.database import make_engine, migrate
 from logstore.records import decode_body, input_rows
 from logstore.spool import Spool
-from serving.app import create_app
-from serving.auth import parse_keys
-from serving.backend import Backend, free_port
+from serving.proxy.app import create_app
+from serving.proxy.auth import parse_keys
+from serving.proxy.backend import Backend, free_port
+from serving.proxy.runtime import Runtime
 from serving.registry import ModelInfo
-from serving.runtime import Runtime
 from serving.settings import ServingSettings
 from tests.conftest import REPO, fresh_database, register_again, subprocess_env
 from tests.test_clients import production
@@ -45,6 +45,37 @@ T = TypeVar("T")
 API_KEY = "test-key-0123456789abcdef"
 ROTATED_KEY = "next-key-abcdef0123456789"
 HEADERS = {"X-API-Key": API_KEY}
+# One key a role, as docs/operations.md recommends: an application that scores, the UI that scores and
+# reads, an auditor who reads and records outcomes; `ops` (every scope) and its rotated successor are
+# what the other tests use.
+ROLE_KEYS = {
+    "app": "app-key-0123456789abcdef",
+    "ui": "ui-key-0123456789abcdef",
+    "audit": "audit-key-0123456789abcdef",
+}
+ALL_SCOPES = "score+read+feedback"
+KEYS = [
+    f"ops:{API_KEY}:{ALL_SCOPES}", f"next:{ROTATED_KEY}:{ALL_SCOPES}",
+    f"app:{ROLE_KEYS['app']}:score", f"ui:{ROLE_KEYS['ui']}:score+read",
+    f"audit:{ROLE_KEYS['audit']}:read+feedback",
+]  # fmt: skip
+NOWHERE = "00000000-0000-4000-8000-000000000000"
+# Every route of the proxy: (method, path, body, scope it needs); no scope: open to anyone.
+ROUTES = [
+    ("POST", "/invocations", {"dataframe_split": {"columns": ["employee_id"], "data": [[1]]}}, "score"),
+    ("POST", "/predict/by-id/1", None, "score"),
+    ("GET", "/predictions", None, "read"),
+    ("GET", f"/predictions/{NOWHERE}", None, "read"),
+    ("GET", f"/predictions/{NOWHERE}/record", None, "read"),
+    ("GET", f"/predictions/{NOWHERE}/waterfall.png", None, "read"),
+    ("GET", "/model", None, "read"),
+    ("GET", "/model/card", None, "read"),
+    ("GET", "/drift", None, "read"),
+    ("GET", "/challenger", None, "read"),
+    ("POST", "/feedback", {"request_id": NOWHERE, "label": "Yes"}, "feedback"),
+    *(("GET", path, None, None) for path in ("/ping", "/health", "/version", "/ready", "/metrics")),
+    ("GET", "/openapi.json", None, None),
+]  # fmt: skip
 
 
 def rows(count: int, *, start: int = 0) -> pd.DataFrame:
@@ -73,7 +104,7 @@ class Proxy(Server):
         port = free_port()
         settings = {
             "DATABASE_URL": database_url,
-            "API_KEYS": f"ops:{API_KEY},next:{ROTATED_KEY}",
+            "API_KEYS": ",".join(KEYS),
             "SERVING_SPOOL_DIR": str(workdir / f"spool-{port}"),
             "SERVING_FLUSH_SECONDS": "0.2",
             **env,
@@ -300,7 +331,7 @@ def fake_process() -> subprocess.Popen[bytes]:
 @contextlib.contextmanager
 def routed_runtime(tmp_path: Path, backend: FakeBackend, **changes: Any) -> Iterator[Runtime]:
     """A runtime routing to a fake backend, with API keys on; `drive` uses and closes it."""
-    runtime = make_runtime(tmp_path, api_keys=[f"ops:{API_KEY}"], **changes)
+    runtime = make_runtime(tmp_path, api_keys=KEYS, **changes)
     process = fake_process()
     runtime.backend = Backend(info=model_info(), url=backend.url, process=process)
     runtime.not_ready = None

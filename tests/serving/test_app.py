@@ -13,10 +13,11 @@ import httpx
 import mlflow
 import pandas as pd
 import pytest
+from sqlalchemy import text
 
 from logstore.records import to_rows
-from serving.runtime import Runtime
-from tests.serving.conftest import FakeBackend, drive, logged_request, spooled
+from serving.proxy.runtime import Runtime
+from tests.serving.conftest import API_KEY, ROLE_KEYS, ROUTES, FakeBackend, drive, logged_request, spooled
 
 ROW = {"employee_id": 1, "Age": 41, "OverTime": "Yes"}
 GOOD = json.dumps({"dataframe_records": [ROW]}).encode()
@@ -233,3 +234,56 @@ def test_a_model_version_past_the_column_is_a_400_not_a_500(app_runtime: Runtime
 
     answer = drive(app_runtime, scenario)
     assert answer.status_code == 400 and "model_version" in answer.json()["message"], answer.text
+
+
+def test_every_answer_forbids_sniffing_and_only_pages_carry_the_page_policy(app_runtime: Runtime) -> None:
+    async def scenario(client: httpx.AsyncClient) -> list[httpx.Response]:
+        body = json.dumps({"dataframe_split": {"columns": ["employee_id"], "data": [[1]]}})
+        return [
+            await client.post("/invocations", content=body, headers={"Content-Type": "application/json"}),
+            await client.post("/invocations", content="{", headers={"Content-Type": "application/json"}),
+            *[
+                await client.get(path)
+                for path in ("/ping", "/version", "/ready", "/metrics", "/model", "/docs")
+            ],
+            await client.get("/predictions/00000000-0000-4000-8000-000000000000"),
+            await client.get("/nowhere"),
+            await client.get("/model", headers={"X-API-Key": "wrong"}),
+        ]
+
+    answers = drive(app_runtime, scenario)
+    for answer in answers:
+        assert answer.headers["x-content-type-options"] == "nosniff", answer.request.url
+        page = answer.headers.get("content-type", "").startswith("text/html")
+        assert ("content-security-policy" in answer.headers) == page, answer.request.url
+        assert ("x-frame-options" in answer.headers) == page, answer.request.url
+    assert {answer.status_code for answer in answers} >= {200, 400, 401, 404}
+
+
+@pytest.mark.parametrize("role", ["app", "ui", "audit", "ops"])
+def test_each_key_reaches_exactly_the_routes_of_its_scopes(
+    app_runtime: Runtime, role: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    scopes = {key.key_id: key.scopes for key in app_runtime.keys}[role]
+    secret = ROLE_KEYS.get(role, API_KEY)
+
+    async def scenario(client: httpx.AsyncClient) -> list[httpx.Response]:
+        return [
+            await client.request(method, path, json=body, headers={"X-API-Key": secret})
+            for method, path, body, _ in ROUTES
+        ]
+
+    answers = drive(app_runtime, scenario)
+    for (method, path, _, scope), answer in zip(ROUTES, answers, strict=True):
+        refused = scope is not None and scope not in scopes
+        assert (answer.status_code == 403) == refused, (method, path, answer.status_code, answer.text)
+        if refused:
+            assert answer.json() == {
+                "error_code": "PERMISSION_DENIED",
+                "message": f"key {role!r} lacks the {scope!r} scope this endpoint needs",
+            }
+            assert f"key {role!r} refused {method} {path}: it lacks the {scope!r} scope" in caplog.text
+    with app_runtime.engine.connect() as connection:  # Both scoring requests are logged with the key's id.
+        logged = connection.execute(text("SELECT key_id, status_code FROM inference_requests")).all()
+    assert len(logged) == 2 and {key_id for key_id, _ in logged} == {role}
+    assert ({status for _, status in logged} == {403}) == ("score" not in scopes)

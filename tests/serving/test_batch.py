@@ -13,13 +13,15 @@ import pandas as pd
 import pytest
 from mlflow.pyfunc import PyFuncModel
 from mlflow.tracking import MlflowClient
-from pyspark.sql import SparkSession
-from pyspark.sql import functions as sf
 from sqlalchemy import create_engine, text
 
-from serving.batch import main
+from serving.batch.__main__ import main
 from tests.conftest import REPO, subprocess_env
 from training.job import TrainingOutcome
+
+pytest.importorskip("pyspark", reason="batch scoring needs the Spark extra: pip install -e '.[spark]'")
+from pyspark.sql import SparkSession  # Only once the extra is known to be installed.
+from pyspark.sql import functions as sf
 
 TOLERANCE = 1e-9
 

@@ -8,10 +8,8 @@ from pathlib import Path
 import pytest
 
 from logstore.records import pseudonym
-from serving.batch_columns import MARK
-from serving.batch_log import prediction_row
-from serving.batch_plan import BatchFailed, input_format, spark_message
-from serving.spark_job import literal
+from serving.batch.log import prediction_row
+from serving.batch.plan import MARK, BatchFailed, input_format, literal, spark_message
 
 
 def test_our_bad_value_message_is_found_in_sparks_error_text() -> None:

@@ -12,10 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
+from mlflow.pyfunc import scoring_server
 
-from serving.backend import Backend
-from serving.batching import mergeable, split
-from serving.runtime import Runtime
+from serving.proxy.backend import Backend
+from serving.proxy.batching import Rows, read_as_json_by_mlflow, split
+from serving.proxy.batching import mergeable as merge_rows
+from serving.proxy.runtime import Runtime
 from tests.serving.conftest import (
     FakeBackend,
     drive,
@@ -231,6 +233,9 @@ def test_an_answer_without_one_prediction_per_row_is_not_split(answer: bytes) ->
 
 
 def test_only_bodies_of_one_shape_per_row_can_merge() -> None:
+    def mergeable(payload: dict[str, Any]) -> Rows | None:
+        return merge_rows(payload, "application/json")
+
     reordered = mergeable(json.loads(split_body(1, 2, columns=("OverTime", "Age", "employee_id"))))
     plain, with_params = mergeable(json.loads(records(5))), mergeable(json.loads(records(5, top_k=2)))
     assert reordered is not None and plain is not None and with_params is not None
@@ -240,3 +245,28 @@ def test_only_bodies_of_one_shape_per_row_can_merge() -> None:
     assert mergeable({"dataframe_records": [{"a": 1}, {"a": 2, "b": 3}]}) is None
     assert mergeable({"instances": [{"a": 1}]}) is None
     assert mergeable({"dataframe_records": []}) is None
+
+
+# What MLflow's scoring server tells apart in a Content-Type: case, parameters, charset spelling, quotes.
+CONTENT_TYPES = [
+    "application/json", "application/json; charset=utf-8", "application/json; charset=UTF-8",
+    "application/json;charset=utf-8", " application/json ", "Application/JSON", "APPLICATION/JSON",
+    "application/json; charset=utf8", 'application/json; charset="utf-8"', "application/json;",
+    "application/json; format=pandas-records", "application/json; charset=utf-8; q=1",
+    "application/json; charset=latin-1", "application/json ;charset=utf-8", "text/csv", "text/json", "",
+]  # fmt: skip
+
+
+def _mlflow_reads_json(content_type: str) -> bool:
+    """MLflow's own verdict: its `invocations` answers 415 before reading the body, or goes on to read it."""
+    try:
+        answer = scoring_server.invocations(b"{}", content_type, None, None)
+    except Exception:
+        return content_type.split(";", maxsplit=1)[0].strip() == "application/json"
+    return answer.status != 415 and content_type.split(";", maxsplit=1)[0].strip() == "application/json"
+
+
+@pytest.mark.parametrize("content_type", CONTENT_TYPES)
+def test_only_what_mlflow_reads_as_json_may_share_a_call(content_type: str) -> None:
+    assert read_as_json_by_mlflow(content_type) == _mlflow_reads_json(content_type)
+    assert (merge_rows(json.loads(records(1)), content_type) is not None) == _mlflow_reads_json(content_type)

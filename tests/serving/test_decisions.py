@@ -22,6 +22,13 @@ from training.config import load_config
 from training.job import TrainingOutcome
 
 
+def assert_page_headers(page: httpx.Response) -> None:
+    """A printable page that loads nothing from elsewhere, in no frame, and tells no referrer."""
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert page.headers["content-security-policy"].startswith("default-src 'none'; style-src 'unsafe-inline'")
+    assert (page.headers["x-frame-options"], page.headers["referrer-policy"]) == ("DENY", "no-referrer")
+
+
 @pytest.fixture(scope="module")
 def artifacts(attrition: TrainingOutcome, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the trained model's files, registered below: this module may tamper with it."""
@@ -86,6 +93,7 @@ def test_the_record_of_a_decision_has_every_field_and_prints(
     assert found["reasons"][0]["statement"] == catalogue.catalogue[found["reasons"][0]["feature"]].statement
     page = http.get(f"/predictions/{request_id}/record", params={"row": 1, "format": "html"})
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert_page_headers(page)
     text = page.text
     assert (
         "Decision record" in text and "data:image/png;base64," in text and found["reasons"][0]["code"] in text
@@ -127,6 +135,7 @@ def test_the_model_card_is_served_with_its_promotion_history(
     assert http.get("/model").json()["model_card"] == "/model/card"
     page = http.get("/model/card")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert_page_headers(page)
     assert f"Model card: attrition version {attrition.version}" in page.text
     assert "<h2>Promotion history</h2>" in page.text and "promoted to Production" in page.text
     text = http.get("/model/card", params={"format": "md"})

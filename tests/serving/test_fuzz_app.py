@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 import schemathesis
 
-from serving.app import create_app
-from serving.runtime import Runtime
+from serving.proxy.app import create_app
+from serving.proxy.runtime import Runtime
 from tests.serving.test_fuzz import OPERATIONS, fuzz_operation
 
 EXAMPLES = 50

@@ -13,13 +13,13 @@ from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 
 from logstore.spool import Spool
-from serving import backend as backends
-from serving.auth import identify, parse_keys
-from serving.errors import BackendTimeout, ConfigurationError, Unauthenticated, Unavailable
-from serving.metrics import Metrics
+from serving.errors import BackendTimeout, ConfigurationError, Forbidden, Unauthenticated, Unavailable
+from serving.proxy import backend as backends
+from serving.proxy.auth import SCOPES, identify, parse_keys, permit
+from serving.proxy.metrics import Metrics
+from serving.proxy.upstream import clean_message, translate
 from serving.registry import resolve
 from serving.settings import ServingSettings
-from serving.upstream import clean_message, translate
 from tests.serving.conftest import free_port, make_runtime, model_info
 
 
@@ -47,8 +47,8 @@ def test_translate_maps_statuses() -> None:
 
 def test_api_keys_need_ids() -> None:
     keys = parse_keys(["ops:0123456789abcdef", "next:fedcba9876543210"])
-    assert identify(keys, "0123456789abcdef") == "ops"
-    assert identify(keys, "fedcba9876543210") == "next"
+    found = [identify(keys, "0123456789abcdef"), identify(keys, "fedcba9876543210")]
+    assert [key.key_id for key in found if key is not None] == ["ops", "next"]
     assert identify([], None) is None
     for presented in (None, "", "0123456789abcdeX"):
         with pytest.raises(Unauthenticated):
@@ -58,6 +58,31 @@ def test_api_keys_need_ids() -> None:
             parse_keys(["ops:0123456789abcdef", bare])
     with pytest.raises(ConfigurationError, match="shorter than 16"):
         parse_keys(["ops:short"])
+    with pytest.raises(ConfigurationError, match="shorter than 16"):
+        parse_keys(["ops:short:read"])
+
+
+def test_a_key_reaches_only_its_scopes_and_one_without_scopes_all_of_them_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    keys = parse_keys(["app:0123456789abcdef:score", "audit:fedcba9876543210:read+feedback",
+                       "colon:ab:cd:ef:0123456789:score+read"])  # fmt: skip
+    assert [sorted(key.scopes) for key in keys] == [["score"], ["feedback", "read"], ["read", "score"]]
+    assert keys[2].secret == b"ab:cd:ef:0123456789"  # A colon in a secret: the scopes follow the last one.
+    assert not caplog.records
+    app, audit = keys[0], keys[1]
+    assert permit(app, "score", "POST /invocations") == "app" and permit(None, "read", "GET /model") is None
+    with pytest.raises(Forbidden, match="key 'app' lacks the 'read' scope") as refused:
+        permit(app, "read", "GET /predictions")
+    assert refused.value.status_code == 403 and refused.value.key_id == "app"
+    assert "key 'app' refused GET /predictions: it lacks the 'read' scope" in caplog.text
+    with pytest.raises(Forbidden, match="'score' scope"):
+        permit(audit, "score", "POST /invocations")
+    [legacy] = parse_keys(["old:0123456789abcdef"])
+    assert legacy.scopes == frozenset(SCOPES) and not legacy.scoped
+    assert "key 'old' has no scopes and may do everything" in caplog.text
+    with pytest.raises(ConfigurationError, match=r"key 'x' names unknown scope\(s\) 'admin'"):
+        parse_keys(["x:0123456789abcdef:read+admin"])
     with pytest.raises(ConfigurationError, match="share an id"):
         parse_keys(["a:0123456789abcdef", "a:fedcba9876543210"])
 

@@ -26,7 +26,9 @@ from tests.conftest import REPO
 from tests.serving.conftest import (
     API_KEY,
     HEADERS,
+    ROLE_KEYS,
     ROTATED_KEY,
+    ROUTES,
     Proxy,
     count,
     logged,
@@ -412,6 +414,46 @@ def _metric(proxy: Proxy, name: str) -> float:
     return float(next(line.split()[1] for line in text.splitlines() if line.startswith(f"{name} ")))
 
 
+# The Content-Types MLflow's scoring server tells apart: the first four it reads as JSON, the rest it refuses.
+CONTENT_TYPES = [
+    "application/json", "application/json; charset=utf-8", "application/json; charset=UTF-8",
+    "application/json;charset=utf-8", "Application/JSON", "application/json; charset=utf8",
+    'application/json; charset="utf-8"', "application/json;", "application/json; format=pandas-records",
+]  # fmt: skip
+
+
+def test_each_content_type_gets_the_same_answer_alone_and_while_others_wait(
+    http: httpx.Client, proxy: Proxy
+) -> None:
+    """A request MLflow refuses alone is refused while others wait too, never merged into their call."""
+    body = json.dumps(split_body(rows(2, start=50))).encode()
+    alone = [
+        http.post("/invocations", content=body, headers={"Content-Type": kind}) for kind in CONTENT_TYPES
+    ]
+    assert [answer.status_code for answer in alone] == [200] * 4 + [415] * 5, [a.text for a in alone]
+    slow = json.dumps(split_body(rows(150, start=300))).encode()  # Keeps the call slot busy meanwhile.
+    calls, requests = (
+        _metric(proxy, "serving_batch_requests_count"),
+        _metric(proxy, "serving_batch_requests_sum"),
+    )
+
+    def post(content_type: str, content: bytes = body) -> httpx.Response:
+        with httpx.Client(base_url=proxy.url, headers=HEADERS, timeout=60) as client:
+            return client.post("/invocations", content=content, headers={"Content-Type": content_type})
+
+    with ThreadPoolExecutor(max_workers=len(CONTENT_TYPES) + 1) as pool:
+        for _ in range(3):
+            first = pool.submit(post, "application/json", slow)
+            time.sleep(0.01)
+            waited = list(pool.map(post, CONTENT_TYPES))
+            assert first.result().status_code == 200
+            for kind, single, answer in zip(CONTENT_TYPES, alone, waited, strict=True):
+                assert (answer.status_code, answer.content) == (single.status_code, single.content), kind
+    merged_calls = _metric(proxy, "serving_batch_requests_count") - calls
+    merged_requests = _metric(proxy, "serving_batch_requests_sum") - requests
+    assert merged_calls < merged_requests  # The accepted ones shared a call.
+
+
 def test_concurrent_requests_get_the_bytes_they_get_alone(
     http: httpx.Client, proxy: Proxy, log_engine: Engine
 ) -> None:
@@ -469,3 +511,25 @@ def test_concurrent_requests_get_the_bytes_they_get_alone(
     assert [row["n_rows"] for row in found] == expected_rows
     assert any(row["batch_requests"] > 1 for row in found)
     assert all(row["batch_rows"] >= row["n_rows"] for row in found)
+
+
+@pytest.mark.parametrize("role", ["app", "ui", "audit"])
+def test_a_key_reaches_only_the_routes_of_its_scopes_and_a_refused_score_is_logged(
+    proxy: Proxy, log_engine: Engine, role: str
+) -> None:
+    scopes = {"app": {"score"}, "ui": {"score", "read"}, "audit": {"read", "feedback"}}[role]
+    real = {"/invocations": split_body(rows(1, start=3))}  # The model's own columns.
+    with httpx.Client(base_url=proxy.url, headers={"X-API-Key": ROLE_KEYS[role]}, timeout=60) as client:
+        for method, path, body, scope in ROUTES:
+            answer = client.request(method, path, json=real.get(path, body))
+            refused = scope is not None and scope not in scopes
+            assert (answer.status_code == 403) == refused, (role, method, path, answer.text)
+            if refused:
+                assert answer.json()["error_code"] == "PERMISSION_DENIED" and repr(scope) in answer.text
+            if path == "/invocations":
+                stored = logged(log_engine, answer.headers["X-Request-ID"])
+                assert (stored["key_id"], stored["status_code"]) == (role, answer.status_code)
+    log = proxy.log_path.read_text() if proxy.log_path.exists() else ""
+    for method, path, _, scope in ROUTES:
+        if scope is not None and scope not in scopes:
+            assert f"key {role!r} refused {method} {path}: it lacks the {scope!r} scope" in log, path

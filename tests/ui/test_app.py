@@ -18,7 +18,7 @@ from logstore import store
 from logstore.tables import inference_predictions
 from monitoring.__main__ import main as monitoring_main
 from tests.conftest import REPO, register_again
-from tests.serving.conftest import API_KEY, HEADERS, Proxy, logged, rows
+from tests.serving.conftest import HEADERS, ROLE_KEYS, Proxy, logged, rows
 from training.job import TrainingOutcome
 from ui.__main__ import main as ui_main
 from ui.client import ApiError
@@ -29,7 +29,7 @@ APP = str(REPO / "ui" / "app.py")
 
 
 @contextmanager
-def app(url: str, key: str = API_KEY) -> Iterator[AppTest]:
+def app(url: str, key: str = ROLE_KEYS["ui"]) -> Iterator[AppTest]:
     """The app, run once, pointed at `url` with `key`."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("UI_PROXY_URL", url)
@@ -122,7 +122,10 @@ def test_api_errors_are_readable_messages(proxy: Proxy) -> None:
         assert "Cannot reach the scoring service" in at.error[0].value
 
 
-@pytest.mark.parametrize(("status", "words"), [(422, "could not use this input"), (503, "not available")])
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [(403, "read and score scopes"), (422, "could not use this input"), (503, "not available")],
+)
 def test_client_words_for_other_statuses(status: int, words: str) -> None:
     transport = httpx.MockTransport(lambda _: httpx.Response(status, json={"message": "detail"}))
     client = Client(UiSettings(proxy_url="http://proxy"), transport=transport)

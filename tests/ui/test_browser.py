@@ -20,9 +20,9 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from serving.backend import free_port
+from serving.proxy.backend import free_port
 from tests.conftest import subprocess_env
-from tests.serving.conftest import API_KEY, Proxy
+from tests.serving.conftest import ROLE_KEYS, Proxy
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 WATERFALL = "[data-testid='stImage'] img"
@@ -42,7 +42,7 @@ def ui(proxy: Proxy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "ui", "--port", str(port), "--proxy-url", proxy.url],
-            env=subprocess_env(UI_API_KEY=API_KEY), stdout=out, stderr=subprocess.STDOUT,
+            env=subprocess_env(UI_API_KEY=ROLE_KEYS["ui"]), stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120

@@ -25,16 +25,16 @@ from logstore.errors import SpoolFull, SpoolWriteFailed, StoreUnavailable
 from logstore.records import Exchange, spool_record
 from logstore.spool import Spool
 from logstore.writer import LogWriter
-from serving.auth import ApiKey
-from serving.backend import Backend
-from serving.batching import Batcher, Call, mergeable
-from serving.checks import Checker
 from serving.errors import Unavailable
-from serving.forwarder import BackendUnreachable, Forwarder
-from serving.metrics import Metrics
+from serving.proxy.auth import ApiKey
+from serving.proxy.backend import Backend
+from serving.proxy.batching import Batcher, Call, mergeable
+from serving.proxy.checks import Checker
+from serving.proxy.forwarder import BackendUnreachable, Forwarder
+from serving.proxy.metrics import Metrics
+from serving.proxy.shadow import Shadow, ShadowJob
+from serving.proxy.supervisor import Supervisor
 from serving.settings import ServingSettings
-from serving.shadow import Shadow, ShadowJob
-from serving.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -119,7 +119,7 @@ class Runtime:
             raise Unavailable(f"the model server is not running: {self.not_ready}")
         if self.settings.log_requests and self.settings.spool_full == "reject" and self.spool.full():
             raise SpoolFull()
-        rows = mergeable(payload) if self.batcher is not None and payload is not None else None
+        rows = mergeable(payload, content_type) if self.batcher is not None and payload is not None else None
         try:
             if rows is not None and self.batcher is not None:
                 return await self.batcher.submit(backend, body, content_type, rows), backend

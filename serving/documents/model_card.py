@@ -11,7 +11,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from registry_scripts.registry import history_of
+from registry_scripts.registry import history_of, own_tags
 from serving.errors import NotFound, Unavailable
 
 CARD_DIR = "model_card"  # Where training logs the card in its run (every version of that run shares it).
@@ -28,7 +28,7 @@ def card(client: MlflowClient, *, name: str, version: int, run_id: str, kind: Li
                 run_id=run_id, artifact_path=f"{CARD_DIR}/model_card.{kind}", dst_path=tmp
             )
             text = Path(path).read_text(encoding="utf-8")
-        history = history_of(client.get_model_version(name, str(version)).tags or {})
+        history = history_of(own_tags(client.get_model_version(name, str(version))))
     except MlflowException as exc:
         raise Unavailable(f"cannot read the model card: {exc.message}") from exc
     rows = [(str(e.get("at", "")), str(e.get("action", "")), str(e.get("by", "")), str(e.get("reason", "")))

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from serving.backend import Backend
 from serving.errors import BackendTimeout, Unavailable
+from serving.proxy.backend import Backend
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 import uuid
@@ -23,9 +22,9 @@ from sqlalchemy import Engine
 from logstore.database import make_engine, migrate
 from logstore.errors import LogStoreError
 from logstore.settings import LogStoreSettings
-from serving.batch_columns import ColumnMismatch, Plan, plan, result_type
-from serving.batch_log import append_batch, batch_request
-from serving.batch_plan import BatchFailed, Job, input_digest, mlflow_run, spark_message
+from serving.batch.columns import ColumnMismatch, Plan, plan, result_type
+from serving.batch.log import append_batch, batch_request
+from serving.batch.plan import BatchFailed, Job, input_digest, literal, mlflow_run, spark_message
 
 SCORED = "_scored"
 TASKS_PER_CORE = 4
@@ -58,11 +57,6 @@ def read(spark: SparkSession, job: Job) -> DataFrame:
         return spark.read.parquet(job.input)
     except SPARK_ERRORS as exc:
         raise BatchFailed(f"--input: cannot read {job.input}: {spark_message(exc)[0]}") from None
-
-
-def literal(path: str) -> str:
-    """A path that Hadoop reads as written, not as a glob (`scored-local[2]`)."""
-    return re.sub(r"([\\\[\]{}*?])", r"\\\1", path)
 
 
 def _fs(spark: SparkSession, path: str) -> tuple[Any, Any]:

@@ -22,12 +22,12 @@ from mlflow.tracking import MlflowClient
 from logstore.errors import LogStoreError
 from logstore.records import ShadowCall, shadow_record
 from logstore.spool import Spool
-from serving.batching import Batcher, mergeable
 from serving.errors import ServingError
-from serving.forwarder import Forwarder
-from serving.metrics import Metrics
+from serving.proxy.batching import Batcher, mergeable
+from serving.proxy.forwarder import Forwarder
+from serving.proxy.metrics import Metrics
+from serving.proxy.supervisor import Supervisor
 from serving.settings import ServingSettings
-from serving.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 STATE_FILE = "shadow.json"  # In the spool directory, beside the served backend's `backend.json`.
@@ -121,7 +121,11 @@ class Shadow:
         error: str | None = None
         response: str | None = None
         try:
-            rows = mergeable(job.payload) if self._batcher is not None and job.payload is not None else None
+            rows = (
+                mergeable(job.payload, job.content_type)
+                if self._batcher is not None and job.payload is not None
+                else None
+            )
             if rows is not None and self._batcher is not None:
                 reply = (await self._batcher.submit(backend, job.body, job.content_type, rows)).reply
             else:

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from serving.validation import CSV_TYPE, JSON_TYPE
+from serving.proxy.validation import CSV_TYPE, JSON_TYPE
 
 
 class ErrorBody(BaseModel):

@@ -9,7 +9,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from registry_scripts.registry import GATES_TAG, history_of
+from registry_scripts.registry import GATES_TAG, history_of, own_tags
 from serving.errors import NotFound, Unavailable
 
 PROMOTED = "promoted to Production"  # The audit entry of a promotion, with its gate results.
@@ -23,7 +23,7 @@ def version_facts(client: MlflowClient, name: str, version: int) -> dict[str, An
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             raise NotFound(f"model {name!r} version {version} is no longer in the registry") from exc
         raise Unavailable(f"the model registry cannot answer: {exc.message}") from exc
-    tags = found.tags or {}
+    tags = own_tags(found)  # A copy's own gates and audit, not its source's.
     lineage = {"dataset_sha256": tags.get("dataset_sha256"), "git_commit": tags.get("git_commit")}
     if found.run_id:  # The training run holds them even when the version was registered by hand.
         try:

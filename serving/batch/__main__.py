@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from registry_scripts.access import configure_mlflow
 from registry_scripts.cli import fail
-from serving.batch_plan import BatchFailed, parse_args, plan_job
+from serving.batch.plan import BatchFailed, parse_args, plan_job
 
 
 def _say(message: str) -> None:
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"--model: {job.uri}: {exc.message}")
     if signature is None or signature.inputs is None or signature.outputs is None:
         return fail(f"--model: {job.uri} has no output schema; train it again with this version of the code")
-    from serving import spark_job  # PySpark is an optional extra: only this command needs it.
+    from serving.batch import spark_job  # PySpark is an optional extra: only this command needs it.
 
     try:
         return spark_job.run(job, signature, say=_say)

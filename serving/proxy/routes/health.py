@@ -9,9 +9,9 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from serving.contracts import Readiness
-from serving.openapi import errors
-from serving.routes.deps import RuntimeDep, not_running
-from serving.validation import JSON_TYPE
+from serving.proxy.openapi import errors
+from serving.proxy.routes.deps import RuntimeDep, not_running
+from serving.proxy.validation import JSON_TYPE
 
 router = APIRouter()
 _AS_MLFLOW: dict[int | str, dict[str, Any]] = {200: {"content": {JSON_TYPE: {}}}}

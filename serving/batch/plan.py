@@ -26,6 +26,9 @@ HASHED_BYTES = 256 * 2**20  # Inputs up to this size (local files) get a SHA-256
 DEFAULT_EXPERIMENT = "batch-scoring"
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
+# Marks our own `raise_error` messages inside Spark's exception text, so the command can find them.
+MARK = "BAD_INPUT_VALUE: "
+
 
 class BatchParams(BaseModel):
     """The model's params a batch may set (`--params` as a JSON object)."""
@@ -219,10 +222,13 @@ def mlflow_run(job: Job) -> Iterator[str]:
 
 def spark_message(exc: BaseException) -> tuple[str, int]:
     """One line for a failed Spark job: our own bad-value message (status 2) or the error's first line."""
-    from serving.batch_columns import MARK
-
     text = str(exc)
     if (found := re.search(re.escape(MARK) + r"(.*?)\s*(?:SQLSTATE|$)", text, re.MULTILINE)) is not None:
         return f"--input: {found.group(1).strip().rstrip('.')}", 2
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return (lines[0] if lines else type(exc).__name__)[:500], 1
+
+
+def literal(path: str) -> str:
+    """A path that Hadoop reads as written, not as a glob (`scored-local[2]`)."""
+    return re.sub(r"([\\\[\]{}*?])", r"\\\1", path)

@@ -9,12 +9,12 @@ from fastapi import APIRouter, Request, Response
 
 from logstore import store
 from logstore.records import pseudonym
-from serving.entities import restore_id
 from serving.errors import BadRequest, NotFound
-from serving.openapi import BY_ID_BODY, INVOCATIONS_BODY, PREDICTIONS, errors
-from serving.routes.deps import get_runtime
-from serving.scoring import Body, read_body, score
-from serving.validation import JSON_TYPE, check_params, media_type, parse
+from serving.proxy.openapi import BY_ID_BODY, INVOCATIONS_BODY, PREDICTIONS, errors
+from serving.proxy.routes.deps import get_runtime
+from serving.proxy.scoring import Body, read_body, score
+from serving.proxy.validation import JSON_TYPE, check_params, media_type, parse
+from serving.registry import restore_id
 
 router = APIRouter()
 ENTITY_ID_MAX = 256  # The width of the entity table's id column.

@@ -11,11 +11,11 @@ import time
 
 from mlflow.tracking import MlflowClient
 
-from serving import backend as backends
-from serving.backend import Backend
 from serving.errors import ServingError
-from serving.forwarder import Forwarder
-from serving.metrics import Metrics
+from serving.proxy import backend as backends
+from serving.proxy.backend import Backend
+from serving.proxy.forwarder import Forwarder
+from serving.proxy.metrics import Metrics
 from serving.registry import describe, resolve
 from serving.settings import ServingSettings
 

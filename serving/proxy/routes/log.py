@@ -10,13 +10,13 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import HTMLResponse
 
 from logstore import feedback, store
-from serving import decision_record as decision_record_of
 from serving.contracts import DecisionRecord, LoggedRequest, Predictions, Recorded
+from serving.documents import decision_record as decision_record_of
+from serving.documents.waterfall import render_png
 from serving.errors import NotFound, Unavailable
-from serving.openapi import errors
-from serving.routes.deps import Key, RuntimeDep
-from serving.runtime import Runtime
-from serving.waterfall import render_png
+from serving.proxy.openapi import errors
+from serving.proxy.routes.deps import Feedback, Reader, RuntimeDep
+from serving.proxy.runtime import Runtime
 
 router = APIRouter()
 
@@ -53,7 +53,7 @@ async def _waterfall_png(item: dict[str, Any]) -> bytes | None:
     "/feedback", status_code=201, responses={200: {"description": "replaced"}, **errors(400, 401, 404, 503)}
 )
 async def record_feedback(
-    _: Key, runtime: RuntimeDep, outcome: feedback.Feedback, response: Response
+    _: Feedback, runtime: RuntimeDep, outcome: feedback.Feedback, response: Response
 ) -> Recorded:
     """Record the observed label of a logged prediction; a second label for a row replaces the first."""
     labels = runtime.backend.info.labels if runtime.backend else None
@@ -73,7 +73,7 @@ async def record_feedback(
 
 @router.get("/predictions", responses=errors(400, 401, 503))
 async def predictions(
-    _: Key,
+    _: Reader,
     runtime: RuntimeDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
     model_version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,  # The column is 32-bit.
@@ -87,7 +87,7 @@ async def predictions(
 
 
 @router.get("/predictions/{request_id}", responses=errors(400, 401, 404, 503))
-async def prediction(_: Key, runtime: RuntimeDep, request_id: uuid.UUID) -> LoggedRequest:
+async def prediction(_: Reader, runtime: RuntimeDep, request_id: uuid.UUID) -> LoggedRequest:
     """One logged request with its predictions."""
     return LoggedRequest.model_validate(await _logged_request(runtime, request_id))
 
@@ -98,7 +98,7 @@ async def prediction(_: Key, runtime: RuntimeDep, request_id: uuid.UUID) -> Logg
     response_model=DecisionRecord,
 )
 async def decision_record(
-    _: Key,
+    _: Reader,
     runtime: RuntimeDep,
     request_id: uuid.UUID,
     row: Annotated[int, Query(ge=0)] = 0,
@@ -124,7 +124,7 @@ async def decision_record(
     response_class=Response,
 )
 async def waterfall(
-    _: Key, runtime: RuntimeDep, request_id: uuid.UUID, row: Annotated[int, Query(ge=0)] = 0
+    _: Reader, runtime: RuntimeDep, request_id: uuid.UUID, row: Annotated[int, Query(ge=0)] = 0
 ) -> Response:
     """A SHAP waterfall plot of one logged row, from its stored contributions."""
     png = await _waterfall_png(_logged_row(await _logged_request(runtime, request_id), row))

@@ -23,8 +23,9 @@ from typing import Any, Protocol
 import orjson
 
 from logstore.formats import FormatError, read
-from serving.backend import Backend
-from serving.forwarder import Forwarder, Reply
+from serving.proxy.backend import Backend
+from serving.proxy.forwarder import Forwarder, Reply
+from serving.proxy.validation import JSON_TYPE
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,28 @@ class Rows:
         return [[row[i] for i in where] for row in self.data]
 
 
-def mergeable(payload: dict[str, Any]) -> Rows | None:
+def read_as_json_by_mlflow(content_type: str) -> bool:
+    """Whether MLflow's scoring server reads a body sent with this Content-Type as JSON.
+
+    Its own rules, case and all (`mlflow.pyfunc.scoring_server.invocations`): the media type exactly
+    `application/json`, no parameter but `charset`, and that one `utf-8` in any case, unquoted.
+    Anything else it refuses with 415, so such a request goes alone and gets MLflow's own answer.
+    """
+    mime, *pairs = (part.strip() for part in content_type.split(";"))
+    parameters = {name: value for name, _, value in (pair.partition("=") for pair in pairs)}
+    return (
+        mime == JSON_TYPE
+        and parameters.keys() <= {"charset"}
+        and parameters.get("charset", "utf-8").lower() == "utf-8"
+    )
+
+
+def mergeable(payload: dict[str, Any], content_type: str) -> Rows | None:
     """The rows of a checked `dataframe_split` or `dataframe_records` body; None if it must go alone."""
+    return _rows(payload) if read_as_json_by_mlflow(content_type) else None
+
+
+def _rows(payload: dict[str, Any]) -> Rows | None:
     try:
         rows = read(payload)
     except FormatError:
@@ -204,9 +225,7 @@ class Batcher:
         }
         if params is not None:
             document["params"] = params
-        reply, upstream_ms = await self._forwarder.forward(
-            backend, json.dumps(document).encode(), batch[0].content_type
-        )
+        reply, upstream_ms = await self._forwarder.forward(backend, json.dumps(document).encode(), JSON_TYPE)
         parts = (
             split(reply.content, [len(job.rows.data) for job in batch]) if reply.status_code == 200 else None
         )

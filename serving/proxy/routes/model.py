@@ -8,17 +8,17 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import HTMLResponse
 
-from serving import model_card
 from serving.contracts import ChallengerReport, DriftReport, ModelFacts
-from serving.openapi import errors
-from serving.reports import latest_summary
-from serving.routes.deps import Key, RuntimeDep, not_running
+from serving.documents import model_card
+from serving.documents.reports import latest_summary
+from serving.proxy.openapi import errors
+from serving.proxy.routes.deps import Reader, RuntimeDep, not_running
 
 router = APIRouter()
 
 
 @router.get("/model", responses=errors(401, 503))
-async def model(_: Key, runtime: RuntimeDep) -> ModelFacts:
+async def model(_: Reader, runtime: RuntimeDep) -> ModelFacts:
     """The served version: registry facts, threshold, holdout metrics, schema and params."""
     if runtime.backend is None:
         raise not_running(runtime)
@@ -31,7 +31,7 @@ async def model(_: Key, runtime: RuntimeDep) -> ModelFacts:
     response_class=HTMLResponse,
 )
 async def card(
-    _: Key, runtime: RuntimeDep, format: Annotated[Literal["html", "md"], Query()] = "html"
+    _: Reader, runtime: RuntimeDep, format: Annotated[Literal["html", "md"], Query()] = "html"
 ) -> Response:
     """The served version's model card (training's), with its promotion history; `format=md` for Markdown."""
     backend = runtime.backend
@@ -47,7 +47,7 @@ async def card(
 
 
 @router.get("/drift", responses=errors(401, 404, 503))
-async def drift(_: Key, runtime: RuntimeDep) -> DriftReport:
+async def drift(_: Reader, runtime: RuntimeDep) -> DriftReport:
     """The latest drift summary of this model (`python -m monitoring drift`), from MLflow."""
     backend = runtime.backend
     if backend is None or backend.info.run_id is None:
@@ -59,7 +59,7 @@ async def drift(_: Key, runtime: RuntimeDep) -> DriftReport:
 
 
 @router.get("/challenger", responses=errors(401, 404, 503))
-async def challenger(_: Key, runtime: RuntimeDep) -> ChallengerReport:
+async def challenger(_: Reader, runtime: RuntimeDep) -> ChallengerReport:
     """The latest comparison of a challenger with the served versions (`python -m monitoring compare`)."""
     backend = runtime.backend
     if backend is None or backend.info.run_id is None:

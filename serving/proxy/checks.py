@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from serving.errors import BadRequest, Unavailable
-from serving.processes import background_worker
-from serving.validation import CSV_TYPE, JSON_TYPE, check_params, check_rows, media_type, parse
+from serving.proxy.processes import background_worker
+from serving.proxy.validation import CSV_TYPE, JSON_TYPE, check_params, check_rows, media_type, parse
 
 logger = logging.getLogger(__name__)
 INLINE_BYTES = 64 * 1024

@@ -14,8 +14,8 @@ from pyspark.sql import Column
 from pyspark.sql import functions as sf
 from pyspark.sql import types as st
 
-# Marks our own `raise_error` messages inside Spark's exception text, so the command can find them.
-MARK = "BAD_INPUT_VALUE: "
+from serving.batch.plan import MARK
+
 NUMBERS = (
     st.ByteType,
     st.ShortType,

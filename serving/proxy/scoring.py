@@ -20,12 +20,12 @@ from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
 
 from logstore.errors import LogStoreError
-from serving.auth import identify
 from serving.errors import BadRequest, ClientClosed, PayloadTooLarge, ServingError, Unavailable, from_store
-from serving.runtime import Runtime
-from serving.shadow import ShadowJob
-from serving.upstream import translate
-from serving.validation import JSON_TYPE
+from serving.proxy.auth import identify, permit
+from serving.proxy.runtime import Runtime
+from serving.proxy.shadow import ShadowJob
+from serving.proxy.upstream import translate
+from serving.proxy.validation import JSON_TYPE
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,9 @@ async def score(request: Request, runtime: Runtime, endpoint: str, make_body: Bo
     error: ServingError | None = None
     try:
         client_id = client_request_id(request)
-        key_id = identify(runtime.keys, request.headers.get("x-api-key"))
+        key = identify(runtime.keys, request.headers.get("x-api-key"))
+        key_id = key.key_id if key is not None else None
+        permit(key, "score", f"{request.method} {request.url.path}")
         body = await make_body()
         call, backend = await runtime.forward(body.raw, body.content_type, body.payload)
         if call.reply.status_code == 200:

@@ -1,34 +1,22 @@
-"""The drift job: logged traffic of one version against its training reference, reported three ways."""
+"""The drift job (`python -m monitoring drift`): a version's logged traffic against its training reference."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.environment_variables import MLFLOW_RUN_ID
 from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine
 
 from monitoring import drift, logged, performance, reference
-from monitoring.errors import MonitoringError
 from monitoring.report import SCORE_BINS, render
+from monitoring.report_run import ReportOutcome, ReportRun, enough_rows, finite, window, window_params
 from registry_scripts.reports import DriftSummary
-
-
-@dataclass(frozen=True)
-class ReportOutcome:
-    """Where a report went, what it found, and the MLflow run that holds it."""
-
-    summary: dict[str, Any]
-    directory: Path
-    run_id: str
 
 
 def inputs(records: pd.Series, features: list[str]) -> pd.DataFrame:
@@ -188,60 +176,15 @@ def run(
         "explanations": found.explanations,
         "performance": _performance(client, engine, model, since, until),
     }
-    directory = out / f"{model}-v{version}-{created.strftime('%Y%m%dT%H%M%SZ')}"
-    directory.mkdir(parents=True, exist_ok=True)
     # Checked against the contract serving reads back (`GET /drift`) before anything is written.
     summary = DriftSummary.model_validate(finite(summary)).model_dump(mode="json", exclude={"run_id"})
-    (directory / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
-    (directory / "report.html").write_text(
-        render(
-            summary,
-            ref.features,
-            folded.features,
-            reference_scores=ref.scores,
-            score_counts=folded.score_plot,
-        ),
-        encoding="utf-8",
+    page = render(
+        summary, ref.features, folded.features, reference_scores=ref.scores, score_counts=folded.score_plot
     )
-    run_id = _log_run(summary, directory, ref.facts.experiment_id)
-    return ReportOutcome(summary, directory, run_id)
+    return _report_run(summary, ref.facts.experiment_id).publish(out, created, summary, page)
 
 
-def enough_rows(
-    engine: Engine, *, model: str, version: int, since: datetime | None, until: datetime | None, least: int
-) -> int:
-    """How many answered rows the version has in the window; a clear error when fewer than `least`."""
-    found = logged.count(engine, model_name=model, version=version, since=since, until=until)
-    if found < least:
-        raise MonitoringError(
-            f"model {model!r} version {version} has {found} logged row(s) in the window; "
-            f"a report needs at least {least} (--min-rows)"
-        )
-    return found
-
-
-def window(span: drift.Span, since: datetime | None, until: datetime | None) -> dict[str, str | None]:
-    """The logged times a report covers: as asked, and the first and last found."""
-    return {
-        "since": since.isoformat() if since else None,
-        "until": until.isoformat() if until else None,
-        "first": pd.Timestamp(span.first).isoformat(),
-        "last": pd.Timestamp(span.last).isoformat(),
-    }
-
-
-def finite(value: Any) -> Any:
-    """The summary with NaN and infinities (an undefined statistic) as null, so it stays JSON."""
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: finite(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [finite(item) for item in value]
-    return value
-
-
-def _log_run(summary: dict[str, Any], directory: Path, experiment_id: str) -> str:
+def _report_run(summary: dict[str, Any], experiment_id: str) -> ReportRun:
     metrics = {
         "rows": summary["rows"],
         "drifted_features": len(summary["drifted_features"]),
@@ -256,27 +199,15 @@ def _log_run(summary: dict[str, Any], directory: Path, experiment_id: str) -> st
         for key in ("labelled", "roc_auc", "brier", "business_cost_per_case"):
             if figures.get(key) is not None:
                 metrics[f"realised_v{version}_{key}"] = figures[key]
-    # Under `mlflow run`, the run it made (in the experiment it was told) is the one to fill.
-    experiment = None if MLFLOW_RUN_ID.get() else experiment_id
-    with mlflow.start_run(
-        experiment_id=experiment, run_name=f"drift-{summary['model']}-v{summary['version']}"
-    ) as run:
-        mlflow.set_tags(
-            {
-                "monitoring": "drift",
-                "model_name": summary["model"],
-                "model_version": str(summary["version"]),
-                "drift": str(summary["drift"]).lower(),
-            }
-        )
-        mlflow.log_params(
-            {
-                **{f"threshold.{k}": v for k, v in summary["thresholds"].items()},
-                # Namespaced: `mlflow run` logs its own entry-point parameters (since, until) on this run.
-                "window.since": summary["window"]["since"] or "",
-                "window.until": summary["window"]["until"] or "",
-            }
-        )
-        mlflow.log_metrics({key: float(value) for key, value in metrics.items() if value is not None})
-        mlflow.log_artifacts(str(directory), "drift_report")
-        return str(run.info.run_id)
+    return ReportRun(
+        kind="drift",
+        name=f"drift-{summary['model']}-v{summary['version']}",
+        experiment_id=experiment_id,
+        tags={
+            "model_name": summary["model"],
+            "model_version": str(summary["version"]),
+            "drift": str(summary["drift"]).lower(),
+        },
+        params={**{f"threshold.{k}": v for k, v in summary["thresholds"].items()}, **window_params(summary)},
+        metrics=metrics,
+    )

@@ -18,7 +18,7 @@ import aiohttp
 import mlflow
 
 from serving.errors import Unavailable
-from serving.processes import nice_child
+from serving.proxy.processes import nice_child
 from serving.registry import ModelInfo
 
 logger = logging.getLogger(__name__)

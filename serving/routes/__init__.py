@@ -1,1 +1,0 @@
-"""The proxy's routes, one module per concern; `serving.app` puts them together."""
