@@ -72,6 +72,16 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[
     return store, pickle.loads(done.read_bytes())
 
 
+MODEL_FIXTURES = {"attrition", "credit", "attrition_model", "credit_model"}
+
+
+def _needs_models(item: pytest.Item) -> bool:
+    """An integration test, or one that asks for a model by name (`request.getfixturevalue(param)`)."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    named = {value for value in params.values() if isinstance(value, str)}
+    return item.get_closest_marker("integration") is not None or bool(named & MODEL_FIXTURES)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def mlflow_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh SQLite tracking store and artifact directory, used by every test.
@@ -80,16 +90,22 @@ def mlflow_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     attrition and credit models, each version 1 of its registered model.
     """
     home = tmp_path_factory.mktemp("mlflow")
-    if any(item.get_closest_marker("integration") for item in request.session.items):
-        store, _ = trained_store(tmp_path_factory)
+    if any(_needs_models(item) for item in request.session.items):
+        store, outcomes = trained_store(tmp_path_factory)
         shutil.copyfile(store / "mlflow.db", home / "mlflow.db")
+        SEEDED.update(outcomes)
     with using_store(home):
         yield home
 
 
-def _trained(tmp_path_factory: pytest.TempPathFactory, name: str) -> TrainingOutcome:
-    """A model the session's store was seeded with."""
-    return trained_store(tmp_path_factory)[1][name]
+SEEDED: dict[str, TrainingOutcome] = {}  # The models this worker's store was seeded with, or trained in it.
+
+
+def _trained(name: str) -> TrainingOutcome:
+    """A model of the session's store: seeded with it, or (a run of fast tests only) trained in it now."""
+    if name not in SEEDED:
+        SEEDED[name] = train(load_config(name), **TINY)
+    return SEEDED[name]
 
 
 @pytest.fixture(scope="session")
@@ -115,15 +131,15 @@ def config_with(name: str, **changes: object) -> UseCaseConfig:
 
 
 @pytest.fixture(scope="session")
-def attrition(mlflow_store: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainingOutcome:
+def attrition(mlflow_store: Path) -> TrainingOutcome:
     """The attrition model, trained once per run with a tiny budget."""
-    return _trained(tmp_path_factory, "attrition")
+    return _trained("attrition")
 
 
 @pytest.fixture(scope="session")
-def credit(mlflow_store: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainingOutcome:
+def credit(mlflow_store: Path) -> TrainingOutcome:
     """The credit model, trained once per run with a tiny budget."""
-    return _trained(tmp_path_factory, "credit")
+    return _trained("credit")
 
 
 @pytest.fixture(scope="session")
