@@ -10,13 +10,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from registry_scripts.registry import GATES_TAG, HISTORY_TAG, OWNER_TAG, versions
+from tests.registry_scripts.test_hand_changes import promote
 from tests.registry_scripts.test_promotion import cli, stage_and_alias
-
-
-def promote(capsys: pytest.CaptureFixture[str], name: str, version: str) -> str:
-    code, out, err = cli(capsys, "promote", "--model", name, "--version", version, "--to", "production")
-    assert code == 0, err
-    return out
 
 
 def test_a_copied_version_brings_no_gates_or_audit_of_its_own_and_is_promoted_on_its_model(

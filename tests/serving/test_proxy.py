@@ -17,12 +17,14 @@ import mlflow
 import pandas as pd
 import pytest
 from mlflow.pyfunc.scoring_server.client import ScoringServerClient
+from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine, text
 
 from bench.logfill import served_json as as_served
 from bench.servers import backend_url as backend_url_of
+from registry_scripts.__main__ import main as registry_main
 from serving.entities import main as load_entities
-from tests.conftest import REPO
+from tests.conftest import REPO, register_again
 from tests.serving.conftest import (
     API_KEY,
     HEADERS,
@@ -36,6 +38,7 @@ from tests.serving.conftest import (
     split_body,
     wait_for,
 )
+from training.job import TrainingOutcome
 
 HMAC_KEY = "pseudonym-key-for-tests"
 JSON_TYPE = {"Content-Type": "application/json"}
@@ -533,3 +536,19 @@ def test_a_key_reaches_only_the_routes_of_its_scopes_and_a_refused_score_is_logg
     for method, path, _, scope in ROUTES:
         if scope is not None and scope not in scopes:
             assert f"key {role!r} refused {method} {path}: it lacks the {scope!r} scope" in log, path
+
+
+def test_a_version_copied_to_another_model_is_served_from_that_model(
+    client: MlflowClient, attrition: TrainingOutcome, log_db: str, start_proxy: Callable[..., Proxy]
+) -> None:
+    """MLflow's "Promote model" copy, promoted on its new model by the scripts, is what the proxy serves."""
+    source = f"copied-{uuid.uuid4().hex[:8]}"
+    version = register_again(client, attrition, source)
+    target = f"{source}-prod"
+    copied = str(client.copy_model_version(f"models:/{source}/{version}", target).version)
+    assert registry_main(["promote", "--model", target, "--version", copied, "--to", "production"]) == 0
+    served = start_proxy(target, log_db)
+    answer = httpx.post(f"{served.url}/invocations", json=split_body(rows(2)), headers=HEADERS, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["X-Model-Version"] == copied and len(answer.json()["predictions"]) == 2
+    served.stop()
