@@ -84,6 +84,18 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.mirror_calls = Counter(
+            "serving_canary_mirror_calls",
+            "Requests the canary answered, scored again by the production version: ok, failed or dropped",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.canary_requests = Counter(
+            "serving_canary_requests",
+            "Scoring requests routed while a canary runs, by the arm that answers them",
+            ["arm"],
+            registry=self.registry,
+        )
         self.writer_restarts = Counter(
             "serving_log_writer_restarts",
             "Restarts of the log writer after it crashed (the records wait in the spool meanwhile)",

@@ -29,6 +29,7 @@ from serving.errors import Unavailable
 from serving.proxy.auth import ApiKey
 from serving.proxy.backend import Backend
 from serving.proxy.batching import Batcher, Call, mergeable
+from serving.proxy.canary import Canary
 from serving.proxy.checks import Checker
 from serving.proxy.forwarder import BackendUnreachable, Forwarder
 from serving.proxy.metrics import Metrics
@@ -73,6 +74,10 @@ class Runtime:
                 settings, alias=settings.shadow, client=client, forwarder=self.forwarder,
                 metrics=self.metrics, spool=self.spool,
             )  # fmt: skip
+        self.canary = Canary(
+            settings, client=client, forwarder=self.forwarder, metrics=self.metrics, spool=self.spool,
+            production=self.supervisor,
+        )  # fmt: skip
         self.dropped_records = 0
         # Reads of the log store get their own threads: a hanging database must not starve the
         # registry follower, which shares asyncio's default executor.
@@ -104,28 +109,34 @@ class Runtime:
         await self.supervisor.start()
         if self.shadow is not None:
             await self.shadow.start()
+        await self.canary.start()
 
-    def shadow_later(self, job: ShadowJob) -> None:
-        """Hand an answered request to the challenger (run once the answer has left)."""
+    def shadow_later(self, job: ShadowJob, answered_by: Backend) -> None:
+        """After the answer: the request to the challenger, and a canary-answered one to production."""
         if self.shadow is not None:
             self.shadow.offer(job)
+        if answered_by is self.canary.supervisor.backend:
+            self.canary.mirror.offer(job)
 
     async def forward(
         self, body: bytes, content_type: str, payload: dict[str, Any] | None = None
     ) -> tuple[Call, Backend]:
-        """Send a body to the current backend, through the batcher when it may share a call."""
+        """Send a body to production's backend or the canary's, through the batcher if it may share a call."""
         backend = self.backend
         if backend is None:
             raise Unavailable(f"the model server is not running: {self.not_ready}")
         if self.settings.log_requests and self.settings.spool_full == "reject" and self.spool.full():
             raise SpoolFull()
-        rows = mergeable(payload, content_type) if self.batcher is not None and payload is not None else None
+        routed = self.canary.active
+        rows = mergeable(payload, content_type) if payload is not None and (self.batcher or routed) else None
+        canary = self.canary.pick(rows, backend.info.id_column, self.settings.hmac_key) if routed else None
+        backend = canary or backend
         try:
             if rows is not None and self.batcher is not None:
                 return await self.batcher.submit(backend, body, content_type, rows), backend
             reply, upstream_ms = await self.forwarder.forward(backend, body, content_type)
-        except BackendUnreachable:
-            self.supervisor.wake()  # A dead backend is restarted at once, not at the next poll.
+        except BackendUnreachable:  # A dead backend is restarted at once, not at the next poll.
+            (self.supervisor if canary is None else self.canary.supervisor).wake()
             raise
         return Call(reply, upstream_ms, 1, None, None), backend
 
@@ -198,7 +209,8 @@ class Runtime:
             client_request_id=None if client_request_id is None else str(client_request_id),
             received_at=received_at.isoformat(), key_id=key_id, endpoint=endpoint,
             model_name=self.settings.model, model_version=info.version if info else None,
-            model_target=self.settings.target, status_code=status_code, total_ms=round(total_ms, 3),
+            model_target=info.target if info else self.settings.target, status_code=status_code,
+            total_ms=round(total_ms, 3),
             upstream_ms=None if call is None else round(call.upstream_ms, 3), error=error,
             batch_requests=None if call is None else call.batch_requests,
             batch_rows=None if call is None else call.batch_rows,
@@ -224,6 +236,7 @@ class Runtime:
         """Stop following, stop every backend, write the queued rows, release the spool."""
         if self.shadow is not None:
             await self.shadow.close()
+        await self.canary.close()
         if self.batcher is not None:
             await self.batcher.close()
         await self.supervisor.close()

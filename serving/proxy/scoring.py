@@ -140,7 +140,7 @@ async def score(request: Request, runtime: Runtime, endpoint: str, make_body: Bo
         return error_response(error or Unavailable("no answer"), headers)
     headers["X-Model-Version"] = str(backend.info.version)
     shadow = None
-    if runtime.shadow is not None:  # Runs after the answer has been sent.
+    if runtime.shadow is not None or backend is runtime.canary.supervisor.backend:  # After the answer.
         job = ShadowJob(request_id, body.raw, body.content_type, body.payload)
-        shadow = BackgroundTask(runtime.shadow_later, job)
+        shadow = BackgroundTask(runtime.shadow_later, job, backend)
     return Response(answer, 200, media_type=JSON_TYPE, headers=headers, background=shadow)

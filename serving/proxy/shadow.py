@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mlflow.tracking import MlflowClient
+from prometheus_client import Counter
 
 from logstore.errors import LogStoreError
 from logstore.records import ShadowCall, shadow_record
@@ -60,18 +61,26 @@ class Shadow:
         self,
         settings: ServingSettings,
         *,
-        alias: str,
         client: MlflowClient,
         forwarder: Forwarder,
         metrics: Metrics,
         spool: Spool,
+        alias: str | None = None,
+        borrowed: Supervisor | None = None,
+        calls: Counter | None = None,
     ) -> None:
         self.settings = settings
-        followed = settings.model_copy(update={"alias": alias, "stage": None})
-        self.supervisor = Supervisor(
-            followed, client=client, forwarder=forwarder, metrics=metrics, state_file=STATE_FILE,
-            keep_without_target=False, niceness=settings.shadow_nice,
-        )  # fmt: skip
+        # `borrowed`: another part's backend (the canary's mirror calls production's), never started
+        # or stopped here; else the version `alias` names, run and followed here.
+        self._own = borrowed is None
+        if borrowed is None:
+            followed = settings.model_copy(update={"alias": alias, "stage": None})
+            borrowed = Supervisor(
+                followed, client=client, forwarder=forwarder, metrics=metrics, state_file=STATE_FILE,
+                keep_without_target=False, niceness=settings.shadow_nice,
+            )  # fmt: skip
+        self.supervisor = borrowed
+        self._calls = metrics.shadow_calls if calls is None else calls
         self.queue: asyncio.Queue[ShadowJob] = asyncio.Queue(maxsize=settings.shadow_queue)
         self._forwarder = forwarder
         self._metrics = metrics
@@ -86,7 +95,8 @@ class Shadow:
 
     async def start(self) -> None:
         """Follow the alias (a challenger that does not exist yet starts once it does); start the workers."""
-        self.supervisor.follow()
+        if self._own:
+            self.supervisor.follow()
         self.start_workers()
 
     def start_workers(self) -> None:
@@ -100,7 +110,7 @@ class Shadow:
         try:
             self.queue.put_nowait(job)
         except asyncio.QueueFull:
-            self._metrics.shadow_calls.labels("dropped").inc()
+            self._calls.labels("dropped").inc()
 
     async def _work(self) -> None:
         while True:
@@ -115,7 +125,7 @@ class Shadow:
     async def _call(self, job: ShadowJob) -> None:
         backend = self.supervisor.backend
         if backend is None:
-            self._metrics.shadow_calls.labels("dropped").inc()  # No challenger runs (yet).
+            self._calls.labels("dropped").inc()  # No challenger runs (yet).
             return
         started = time.perf_counter()
         error: str | None = None
@@ -137,8 +147,9 @@ class Shadow:
         except ServingError as exc:
             error = exc.message
         seconds = time.perf_counter() - started
-        self._metrics.shadow_latency.observe(seconds)
-        self._metrics.shadow_calls.labels("failed" if error else "ok").inc()
+        if self._own:
+            self._metrics.shadow_latency.observe(seconds)
+        self._calls.labels("failed" if error else "ok").inc()
         call = ShadowCall(
             request_id=job.request_id, model_name=self.settings.model, model_version=backend.info.version,
             shadowed_at=datetime.now(UTC).isoformat(), latency_ms=round(seconds * 1000, 3), error=error,
@@ -158,4 +169,5 @@ class Shadow:
                 await worker
         if self._batcher is not None:
             await self._batcher.close()
-        await self.supervisor.close()
+        if self._own:
+            await self.supervisor.close()

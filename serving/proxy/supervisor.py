@@ -35,6 +35,7 @@ class Supervisor:
         metrics: Metrics,
         state_file: str = STATE_FILE,
         keep_without_target: bool = True,
+        quiet_without_target: bool = False,
         niceness: int = 0,
     ) -> None:
         self.settings = settings
@@ -52,6 +53,7 @@ class Supervisor:
         # The served version keeps answering when the registry cannot say what it names (an outage);
         # a shadow stops instead when its alias is gone (its challenger was promoted or dropped).
         self._keep_without_target = keep_without_target
+        self._quiet = quiet_without_target  # No target is the usual state (a canary between rollouts).
         self._niceness = niceness
 
     def _publish(self) -> None:
@@ -151,7 +153,8 @@ class Supervisor:
     async def _drop(self, reason: str) -> None:
         """No target: stop the backend, if one runs, and say why once."""
         if self.not_ready != reason:
-            logger.warning("follower: %s; no backend until it names a version", reason)
+            say = logger.info if self._quiet else logger.warning
+            say("follower: %s; no backend until it names a version", reason)
         self.not_ready = reason
         current, self.backend, self._version = self.backend, None, None
         if current is not None:
