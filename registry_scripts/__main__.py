@@ -1,4 +1,4 @@
-"""Command line: `python -m registry_scripts promote|rollback|list --model NAME ...`."""
+"""Command line: `python -m registry_scripts promote|rollback|list|sync|rollout --model NAME ...`."""
 
 from __future__ import annotations
 
@@ -12,8 +12,12 @@ import warnings
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from sqlalchemy.exc import SQLAlchemyError
 
-from registry_scripts import actions
+from logstore.database import first_line, make_engine
+from logstore.errors import LogStoreError
+from logstore.settings import LogStoreSettings, period
+from registry_scripts import actions, rollout
 from registry_scripts.access import configure_mlflow
 from registry_scripts.cli import fail
 from registry_scripts.errors import RegistryError
@@ -92,7 +96,72 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.0,
         help="keep running, syncing every this many seconds (a sidecar beside the tracking server)",
     )
+    rolling = commands.add_parser(
+        "rollout",
+        help="roll a version out as @canary in growing steps judged on live figures, then to Production",
+    )
+    rolling.add_argument("--model", required=True, help="registered model name")
+    rolling.add_argument("--version", help="version number or 'latest' (to start or resume a rollout)")
+    rolling.add_argument(
+        "--steps", default="10,50,100", help="percentages of people, ending at 100 (10,50,100)"
+    )
+    rolling.add_argument("--every", default="10m", help="least time a step lasts: 30s, 10m, 1h (10m)")
+    rolling.add_argument(
+        "--min-rows",
+        type=int,
+        default=200,
+        help="canary rows compared with production before a step is judged (200)",
+    )
+    rolling.add_argument("--status", action="store_true", help="show the rollout in progress and its figures")
+    rolling.add_argument(
+        "--abort", action="store_true", help="end the rollout in progress: production for all"
+    )
+    rolling.add_argument("--reason", default="", help="why, recorded on the version (with --abort)")
+    rolling.add_argument("--user", default=None, help="who (default: current user)")
+    rolling.add_argument(
+        "--database-url", default=None, help="the prediction log (default: DATABASE_URL, as the proxies use)"
+    )
     return parser.parse_args(argv)
+
+
+def _rollout(client: MlflowClient, args: argparse.Namespace) -> int:  # noqa: PLR0911 - one exit per refusal
+    """`rollout`: start or resume and run it, or show or abort the one in progress."""
+    if args.status and args.abort:
+        return fail("--status and --abort: give one of them")
+    user = args.user or _user()
+    if args.abort:
+        print(rollout.abort(client, args.model, user=user, reason=args.reason))
+        return 0
+    if args.min_rows < 1:
+        return fail(f"--min-rows: must be >= 1, got {args.min_rows}")
+    try:
+        steps = rollout.parse_steps(args.steps)
+    except ValueError as exc:
+        return fail(f"--steps: {exc}")
+    try:
+        every = period(args.every).total_seconds()
+    except ValueError as exc:
+        return fail(f"--every: {exc}")
+    try:
+        engine = make_engine(args.database_url or LogStoreSettings().database_url, must_exist=True)
+    except LogStoreError as exc:
+        return fail(f"--database-url: {exc.message}")
+    try:
+        if args.status:
+            print(rollout.status(client, args.model, engine))
+            return 0
+        if args.version is None:
+            return fail("--version: give the version to roll out (or --status, --abort)")
+        plan, resumed = rollout.start(
+            client, args.model, args.version, steps=steps, every=every, min_rows=args.min_rows, user=user
+        )
+        if resumed:
+            print(f"resuming the rollout of version {plan.version} at step {plan.step + 1} ({plan.share:g}%)")
+        return rollout.run(client, args.model, plan, engine=engine, say=lambda line: print(line, flush=True))
+    except SQLAlchemyError as exc:
+        return fail(f"--database-url: the prediction log cannot be read: {first_line(exc)}")
+    finally:
+        engine.dispose()
 
 
 def _gates(tags: dict[str, str]) -> str:
@@ -188,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "sync":
             return _sync(client, args.model, args.every)
+        if args.command == "rollout":
+            return _rollout(client, args)
         if args.command == "promote":
             outcome = actions.promote(
                 client,

@@ -56,7 +56,7 @@ def ours(path: Path) -> set[str]:
     [
         # training -> pyfunc -> registry -> backend supervision -> proxy -> log store <- monitoring / ui
         ("training", {"training", "registry_scripts"}),
-        ("registry_scripts", {"registry_scripts"}),
+        ("registry_scripts", {"registry_scripts", "logstore"}),  # A rollout reads its live figures.
         ("logstore", {"logstore"}),
         ("serving", {"serving", "logstore", "registry_scripts"}),
         ("monitoring", {"monitoring", "logstore", "registry_scripts"}),

@@ -463,6 +463,8 @@ def _register(
     client.set_model_version_tag(config.model_name, version, "baseline_comparison", baseline.describe())
     for key, value in config.promotion.model_dump().items():  # Read by the live-shadow gate.
         client.set_model_version_tag(config.model_name, version, f"promotion.{key}", str(value).lower())
+    for key, value in config.rollout.model_dump().items():  # Read by `registry_scripts rollout`.
+        client.set_model_version_tag(config.model_name, version, f"rollout.{key}", str(value))
     for key in VERSION_TAG_METRICS:
         client.set_model_version_tag(config.model_name, version, key, f"{metrics[key]:.6f}")
     client.set_model_version_tag(config.model_name, version, "threshold", f"{metrics['threshold']:.6f}")

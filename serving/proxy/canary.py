@@ -25,6 +25,8 @@ from mlflow.tracking import MlflowClient
 
 from logstore.records import logged_id
 from logstore.spool import Spool
+from registry_scripts.rollout import CANARY, SHARE_TAG
+from serving.errors import ServingError
 from serving.proxy.backend import Backend
 from serving.proxy.batching import Rows
 from serving.proxy.forwarder import Forwarder
@@ -34,8 +36,6 @@ from serving.proxy.supervisor import Supervisor
 from serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
-ALIAS = "canary"
-SHARE_TAG = "rollout.share"  # On the registered model: the percentage of people the canary answers.
 STATE_FILE = "canary.json"  # In the spool directory, beside `backend.json`.
 
 
@@ -70,7 +70,7 @@ class Canary:
     ) -> None:
         self.settings = settings
         self.client = client
-        followed = settings.model_copy(update={"alias": ALIAS, "stage": None})
+        followed = settings.model_copy(update={"alias": CANARY, "stage": None})
         self.supervisor = Supervisor(
             followed, client=client, forwarder=forwarder, metrics=metrics, state_file=STATE_FILE,
             keep_without_target=False, quiet_without_target=True,
@@ -79,6 +79,12 @@ class Canary:
             settings, client=client, forwarder=forwarder, metrics=metrics, spool=spool, borrowed=production,
             calls=metrics.mirror_calls,
         )  # fmt: skip
+        # Promoted: production takes the canary's running backend, whichever of the two notices first.
+        self.production = production
+        production.adopt = self._running
+        production.adopted = self.supervisor.forget
+        self.supervisor.release = self._release
+        self.supervisor.served_elsewhere = self._served
         self.share = 0.0
         self._metrics = metrics
         self._reader: asyncio.Task[None] | None = None
@@ -104,6 +110,27 @@ class Canary:
             except Exception:
                 logger.exception("canary: unexpected error reading the share")
             await asyncio.sleep(self.settings.poll_seconds)
+
+    def _running(self, version: int) -> Backend | None:
+        backend = self.supervisor.backend
+        return backend if backend is not None and backend.info.version == version else None
+
+    def _served(self, version: int) -> bool:
+        backend = self.production.backend
+        return backend is not None and backend.info.version == version
+
+    async def _release(self, backend: Backend) -> bool:
+        """`@canary` is gone: if production now names the canary's version, production takes its backend."""
+        if self.production.backend is backend:
+            return True
+        try:
+            wanted = await asyncio.to_thread(self.production.resolve)
+        except ServingError:
+            return False
+        if wanted != backend.info.version:
+            return False
+        await self.production.take(backend)
+        return True
 
     @property
     def active(self) -> bool:

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 
 from mlflow.tracking import MlflowClient
 
@@ -54,6 +55,14 @@ class Supervisor:
         # a shadow stops instead when its alias is gone (its challenger was promoted or dropped).
         self._keep_without_target = keep_without_target
         self._quiet = quiet_without_target  # No target is the usual state (a canary between rollouts).
+        # A canary promoted to production: production takes its running backend instead of starting one,
+        # so nobody it answered meets the old version while the new one starts.
+        self.adopt: Callable[[int], Backend | None] | None = (
+            None  # Production: a running backend of a version.
+        )
+        self.adopted: Callable[[Backend], None] | None = None  # Production: told once it serves from one.
+        self.release: Callable[[Backend], Awaitable[bool]] | None = None  # Canary: offered before a stop.
+        self.served_elsewhere: Callable[[int], bool] | None = None  # Canary: no second backend of a version.
         self._niceness = niceness
 
     def _publish(self) -> None:
@@ -71,7 +80,7 @@ class Supervisor:
 
     async def start(self) -> None:
         """Start a backend on the version the registry names, then follow the registry."""
-        self._version = await asyncio.to_thread(self._resolve)
+        self._version = await asyncio.to_thread(self.resolve)
         self.backend = await self._launch(self._version)
         self.not_ready = None
         self._publish()
@@ -87,7 +96,8 @@ class Supervisor:
         """Check at once rather than at the next poll (a forward failed: the backend may be dead)."""
         self._wake.set()
 
-    def _resolve(self) -> int:
+    def resolve(self) -> int:
+        """The version the followed alias or stage names now (blocking: call in a thread)."""
         return resolve(self.client, self.settings.model, alias=self.settings.alias, stage=self.settings.stage)
 
     async def _launch(self, version: int) -> Backend:
@@ -133,7 +143,7 @@ class Supervisor:
             await backends.stop(current)
         wanted: int | None
         try:
-            wanted = await asyncio.to_thread(self._resolve)
+            wanted = await asyncio.to_thread(self.resolve)
         except ServingError as exc:
             if not self._keep_without_target:
                 await self._drop(exc.message)
@@ -141,6 +151,8 @@ class Supervisor:
             logger.warning("follower: cannot read the registry (%s); serving on", exc.message)
             wanted = self._version
         if wanted is None:
+            return
+        if self.backend is None and self.served_elsewhere is not None and self.served_elsewhere(wanted):
             return
         if self.backend is None:
             self._version = wanted
@@ -156,16 +168,49 @@ class Supervisor:
             say = logger.info if self._quiet else logger.warning
             say("follower: %s; no backend until it names a version", reason)
         self.not_ready = reason
-        current, self.backend, self._version = self.backend, None, None
+        current = self.backend
+        if current is not None and self.release is not None and await self.release(current):
+            current = None  # Served elsewhere now, and forgotten here.
+        self.backend, self._version = None, None
         if current is not None:
             self._publish()
             await backends.stop(current)
 
     async def switch(self, version: int) -> None:
         """Start a backend on `version`, route new requests to it, retire the old one when idle."""
-        old = self.backend
         logger.info("follower: %s%s now names version %s", self.settings.model, self.settings.target, version)
-        new = await self._launch(version)
+        adopted = self.adopt(version) if self.adopt is not None else None
+        if adopted is not None:
+            await self.take(adopted)
+            return
+        await self._install(await self._launch(version))
+
+    async def take(self, backend: Backend) -> None:
+        """Serve from a backend another supervisor started, now that the registry names its version here."""
+        if self.backend is backend:  # Both followers noticed the promotion; the first one took it.
+            return
+        await self._install(await self._retarget(backend))
+        if self.adopted is not None:
+            self.adopted(backend)
+
+    def forget(self, backend: Backend) -> None:
+        """Another supervisor serves this backend now: route nothing more to it here, and never stop it."""
+        if self.backend is backend:
+            self.backend, self.not_ready = None, "its version is served as production now"
+            self._publish()
+
+    async def _retarget(self, backend: Backend) -> Backend:
+        backend.info = await asyncio.to_thread(
+            describe, self.client, self.settings.model, backend.info.version, self.settings.target
+        )
+        self._started.append(backend.process.pid)
+        return backend
+
+    async def _install(self, new: Backend) -> None:
+        """Route new requests to `new`; retire the old backend once idle."""
+        old, version = self.backend, new.info.version
+        if old is new:
+            return
         self._version = version
         self.backend = new
         self._publish()

@@ -13,8 +13,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sqlalchemy import create_engine
 
+from registry_scripts.rollout import SHARE_TAG
 from serving.proxy.backend import Backend
-from serving.proxy.canary import SHARE_TAG, assigned, parse_share
+from serving.proxy.canary import assigned, parse_share
 from serving.proxy.runtime import Runtime
 from tests.conftest import register_again
 from tests.serving.conftest import (

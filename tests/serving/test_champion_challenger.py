@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -143,3 +145,81 @@ def test_the_shadow_comparison_refuses_noise_and_passes_a_reseeded_retrain(
     status, said = promote(contest, 2, capsys)
     assert "gate live-shadow: passed: run " in said, said
     assert status == 0 and str(client.get_model_version_by_alias(contest, "production").version) == "2"
+
+
+def copied(client: MlflowClient, model: str, version: str, name: str) -> str:
+    """Register a version's artifacts and run under another model name; returns the new version."""
+    found = client.get_model_version(model, version)
+    assert found.source is not None
+    if not client.search_registered_models(f"name = '{name}'"):
+        client.create_registered_model(name)
+    return str(client.create_model_version(name, source=found.source, run_id=found.run_id).version)
+
+
+def test_a_rollout_rolls_noise_back_by_itself_and_takes_a_reseeded_retrain_to_production(
+    contest: str, client: MlflowClient, log_db: str, start_proxy: Callable[..., Proxy],
+    *, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    name = f"rollout-{uuid.uuid4().hex[:8]}"
+    first, reseeded, noise = (copied(client, contest, version, name) for version in ("1", "2", "3"))
+    assert registry_main(["promote", "--model", name, "--version", first, "--to", "production"]) == 0
+    proxy = start_proxy(name, log_db)
+    data = pd.read_csv(REPO / "data" / "attrition.csv").drop(columns=["Attrition"])
+    answered: list[tuple[int, str, int]] = []  # (person, version, status) in the order answered.
+    stop = threading.Event()
+
+    def send(offset: int) -> None:
+        with httpx.Client(base_url=proxy.url, headers=HEADERS, timeout=60) as http:
+            for i in itertools.count(offset, 4):
+                if stop.is_set():
+                    return
+                row = data.iloc[[i % len(data)]]
+                answer = http.post("/invocations", json=split_body(row))
+                answered.append((int(row["employee_id"].iloc[0]), answer.headers.get("X-Model-Version", "-"),
+                                 answer.status_code))  # fmt: skip
+
+    def roll(version: str) -> tuple[int, str]:
+        capsys.readouterr()
+        options = ["--steps", "10,50,100", "--every", "1s", "--min-rows", "30", "--database-url", log_db]
+        status = registry_main(["rollout", "--model", name, "--version", version, *options])
+        said = capsys.readouterr()
+        return status, said.out + said.err
+
+    with ThreadPoolExecutor(4) as pool:
+        clients = [pool.submit(send, offset) for offset in range(4)]
+        try:
+            status, said = roll(noise)
+            assert status == 1 and "step 1 FAILED: flip rate" in said and "rolled back" in said, said
+            assert str(client.get_model_version_by_alias(name, "production").version) == first
+            assert "canary" not in client.get_registered_model(name).aliases
+            rolled_back = len(answered)
+            wait_for(
+                lambda: {v for _, v, _ in answered[len(answered) - 20 :]} == {first}, 30, "production only"
+            )
+            going = len(answered)
+            status, said = roll(reseeded)
+            assert status == 0, said
+            assert [line.split(":")[0] for line in said.splitlines() if " passed:" in line][:3] == [
+                "step 1 passed", "step 2 passed", "step 3 passed",
+            ]  # fmt: skip
+            finished = len(answered)
+        finally:
+            stop.set()
+            for done in clients:
+                done.result()
+    assert {status for _, _, status in answered} == {200}  # Not one failed request, rollbacks included.
+    assert str(client.get_model_version_by_alias(name, "production").version) == reseeded
+    assert "canary" not in client.get_registered_model(name).aliases
+    # Going forward, no person met the canary and then production again.
+    met: set[int] = set()
+    for person, version, _ in answered[going:finished]:
+        assert not (person in met and version == first), f"person {person} went back to production"
+        if version == reseeded:
+            met.add(person)
+    assert met and rolled_back > 0
+    entries = json.loads(client.get_model_version(name, reseeded).tags["audit.history"])
+    completed = next(entry for entry in entries if entry["action"] == "rollout completed")
+    assert [step["share"] for step in completed["live"]] == [10, 50, 100]
+    assert all(step["flip_rate"] <= 0.15 for step in completed["live"])
+    failed = json.loads(client.get_model_version(name, noise).tags["audit.history"])[-1]
+    assert failed["action"] == "rolled back from the canary at 10%" and "flip rate" in failed["reason"]
