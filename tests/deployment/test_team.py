@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pandas as pd
@@ -256,6 +259,80 @@ def test_a_version_copied_to_another_model_in_mlflows_ui_is_judged_on_that_model
     assert (tags["registry.model"], tags["gates.production"]) == (target, "passed")  # Its own, on its model.
     assert [entry["action"] for entry in json.loads(tags["audit.history"])] == ["promoted to Production"]
     assert client.get_model_version(target, "1").current_stage == "Production"
+
+
+def test_a_rollout_puts_each_person_on_one_version_on_both_replicas_and_reaches_production(
+    team: Team, trained: str, balanced: Balanced
+) -> None:
+    client = team.client()
+    production = client.get_model_version_by_alias(MODEL, "production")
+    canary = client.create_model_version(
+        MODEL, source=production.source or "", run_id=production.run_id,
+        model_id=(production.source or "").rsplit("/", 1)[-1],
+    ).version  # fmt: skip
+    people = rows(60).assign(employee_id=range(1, 61))
+    answered: list[tuple[float, int, str, str]] = []  # (sent at, person, version, replica)
+    stop = threading.Event()
+
+    def send(offset: int) -> None:  # Each person's requests come from one client, one after another.
+        with httpx.Client(base_url=balanced.url, headers=HEADERS, timeout=60) as http:
+            for i in itertools.count(offset, 4):
+                if stop.is_set():
+                    return
+                row = people.iloc[[i % len(people)]]
+                sent_at = time.monotonic()
+                answer = http.post("/invocations", json=split_body(row))
+                assert answer.status_code == 200, answer.text
+                answered.append((sent_at, int(row["employee_id"].iloc[0]), answer.headers["X-Model-Version"],
+                                 answer.headers["X-Served-By"]))  # fmt: skip
+
+    ready: dict[str, float] = {}
+
+    def watch() -> None:  # When each replica's canary backend answers.
+        while not stop.is_set() and len(ready) < len(balanced.replicas):
+            for address, replica in balanced.by_address().items():
+                if address not in ready and (replica.spool / "canary.json").exists():
+                    state = json.loads((replica.spool / "canary.json").read_text())
+                    if state["version"] == int(canary):
+                        ready[address] = time.monotonic()
+            time.sleep(0.1)
+
+    with ThreadPoolExecutor(5) as pool:
+        clients = [pool.submit(send, offset) for offset in range(4)]
+        watcher = pool.submit(watch)
+        try:
+            done = team.run(
+                "-m", "registry_scripts", "rollout", "--model", MODEL, "--version", str(canary),
+                "--steps", "20,100", "--every", "2s", "--min-rows", "20",
+            )  # fmt: skip
+            promoted = time.monotonic()
+            assert done.returncode == 0, done.stdout + done.stderr
+            time.sleep(2)
+        finally:
+            stop.set()
+            watcher.result()
+            for running in clients:
+                running.result()
+    assert "step 1 passed" in done.stdout and "step 2 passed" in done.stdout, done.stdout
+    assert client.get_model_version_by_alias(MODEL, "production").version == canary
+    assert "canary" not in client.get_registered_model(MODEL).aliases
+    assert set(ready) == set(balanced.by_address())
+    both = max(ready.values())
+    during = [entry for entry in sorted(answered) if both <= entry[0] < promoted]
+    # Once both replicas run the canary, a person meets one version whichever replica answers, and
+    # never production again after the canary.
+    met: set[int] = set()
+    for _, person, version, _ in during:
+        assert not (person in met and version == production.version), f"person {person} went back"
+        if version == canary:
+            met.add(person)
+    canaried = {replica for _, _, version, replica in during if version == canary}
+    assert canaried == set(balanced.by_address()) and met
+    FIGURES["rollout"] = {
+        "requests": len(answered), "people_on_the_canary": len(met),
+        "seconds_until_both_replicas_ran_the_canary": round(both - min(entry[0] for entry in answered), 1),
+        "output": done.stdout.splitlines(),
+    }  # fmt: skip
 
 
 def test_a_replica_killed_under_traffic_loses_no_logged_row(
