@@ -198,6 +198,11 @@ def render_list(client: MlflowClient, name: str) -> tuple[str, HandConflict | No
     ]
     if not all_versions:
         lines.append(f"(model {name!r} has no versions)")
+    if (plan := rollout.read_plan(client, name)) is not None:
+        lines.append(
+            f"rollout: version {plan.version} as @canary on {plan.share:g}% of people, step {plan.step + 1} "
+            f"of {len(plan.steps)}, against production version {plan.production} (`rollout --status`)"
+        )
     try:
         changes, conflict = pending(client, name), None
     except HandConflict as exc:

@@ -29,6 +29,13 @@ class UseCase(BaseModel):
     target: str | None
 
 
+class Canary(BaseModel):
+    """The version a rollout puts on a share of the people scored."""
+
+    version: int
+    share: float  # Percent of people.
+
+
 class ModelFacts(BaseModel):
     """`GET /model`: the served version's registry facts, threshold, holdout metrics, schema and params."""
 
@@ -47,6 +54,7 @@ class ModelFacts(BaseModel):
     features: dict[str, Json] | None
     use_case: UseCase | None
     model_card: str  # Where its model card is: `GET /model/card` (HTML, or `?format=md`).
+    canary: Canary | None = None  # A rollout in progress: the version `@canary` names and its share.
 
 
 class Readiness(BaseModel):

@@ -177,7 +177,13 @@ def drift_page(proxy: Proxy, model: dict[str, Any]) -> None:
 
 
 def challenger_page(proxy: Proxy, model: dict[str, Any]) -> None:
-    """The latest comparison of a challenger with the served version, and the rows whose decision flips."""
+    """A rollout in progress; the latest comparison of a challenger with the served version, and its flips."""
+    if (canary := model.get("canary")) is not None:
+        st.warning(
+            f"Rollout in progress: version {canary['version']} decides for {canary['share']:g}% of the "
+            f"people scored, version {model['version']} for the others "
+            "(`python -m registry_scripts rollout --status` gives the step and its figures)."
+        )
     summary = proxy.challenger()
     if summary is None:
         st.info(

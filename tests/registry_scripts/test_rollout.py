@@ -120,6 +120,7 @@ def test_the_registry_holds_the_rollout_and_abort_ends_it(
     assert "this step so far: 0 requests on the canary" in out
     code, out, _ = cli(capsys, "list", "--model", model_name)
     assert code == 0 and "@canary" in out
+    assert f"rollout: version {second} as @canary on 10% of people, step 1 of 3" in out
     code, out, _ = cli(capsys, "rollout", "--model", model_name, "--abort", "--reason", "not today")
     assert code == 0 and f"production version {first} answers everyone" in out
     model = client.get_registered_model(model_name)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,8 +18,9 @@ from streamlit.testing.v1 import AppTest
 from logstore import store
 from logstore.tables import inference_predictions
 from monitoring.__main__ import main as monitoring_main
+from registry_scripts.rollout import SHARE_TAG
 from tests.conftest import REPO, register_again
-from tests.serving.conftest import HEADERS, ROLE_KEYS, Proxy, logged, rows
+from tests.serving.conftest import HEADERS, ROLE_KEYS, Proxy, logged, rows, wait_for
 from training.job import TrainingOutcome
 from ui.__main__ import main as ui_main
 from ui.client import ApiError
@@ -223,3 +225,26 @@ def test_challenger_page_shows_the_flips_with_both_versions_reasons(
         flipped = at.dataframe[0].value
         assert len(flipped) > 0 and {"served reasons", "challenger reasons"} <= set(flipped.columns)
         assert at.metric[0].label == "Decisions that flip"
+
+
+def test_challenger_page_says_when_a_rollout_is_in_progress(
+    proxy: Proxy, served: str, *, client: MlflowClient, attrition: TrainingOutcome
+) -> None:
+    canary = register_again(client, attrition, served)
+    client.set_registered_model_alias(served, "canary", canary)
+    client.set_registered_model_tag(served, SHARE_TAG, "30")
+
+    def facts() -> dict[str, Any]:
+        body: dict[str, Any] = httpx.get(f"{proxy.url}/model", headers=HEADERS, timeout=10).json()
+        return body
+
+    try:
+        wait_for(lambda: facts()["canary"] == {"version": int(canary), "share": 30.0}, 180, "the canary")
+        with app(proxy.url) as at:
+            at.sidebar.radio(key="page").set_value("Challenger").run()
+            assert not at.exception
+            assert at.warning[0].value.startswith(f"Rollout in progress: version {canary} decides for 30%")
+    finally:
+        client.delete_registered_model_tag(served, SHARE_TAG)
+        client.delete_registered_model_alias(served, "canary")
+    wait_for(lambda: facts()["canary"] is None, 30, "the canary gone")

@@ -22,7 +22,11 @@ async def model(_: Reader, runtime: RuntimeDep) -> ModelFacts:
     """The served version: registry facts, threshold, holdout metrics, schema and params."""
     if runtime.backend is None:
         raise not_running(runtime)
-    return ModelFacts.model_validate({**runtime.backend.info.as_json(), "model_card": "/model/card"})
+    canary = runtime.canary.supervisor.backend if runtime.canary.active else None
+    rollout = {"version": canary.info.version, "share": runtime.canary.share} if canary else None
+    return ModelFacts.model_validate(
+        {**runtime.backend.info.as_json(), "model_card": "/model/card", "canary": rollout}
+    )
 
 
 @router.get(
