@@ -17,7 +17,7 @@ import pandas as pd
 from sqlalchemy.exc import SQLAlchemyError
 
 from bench import measure, report
-from bench.build import OURS, SEED_STYLE_PARAMS, build
+from bench.build import CANARIED, OURS, SEED_STYLE_PARAMS, build
 from bench.logcheck import count_logged, quiet_logging, scratch
 from bench.servers import Server, ServerError, backend_url, mlflow_server, proxy
 from logstore.database import first_line
@@ -136,6 +136,9 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str) -> dict[str,
             "proxy-shadow", OURS, workdir, database_url=database_url, log_requests=True, workers=workers,
             env={"SERVING_SHADOW": "staging"},
         ),
+        "proxy_canary": proxy(
+            "proxy-canary", CANARIED, workdir, database_url=database_url, log_requests=True, workers=workers,
+        ),
         "proxy_unbatched": proxy(
             "proxy-unbatched", OURS, workdir, database_url=database_url, log_requests=True, workers=workers,
             env={"SERVING_BATCHING": "false"},
@@ -147,6 +150,7 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str) -> dict[str,
         for server in servers.values():
             server.wait_ready()
         servers["proxy_shadow"].wait_shadowing()
+        servers["proxy_canary"].wait_shadowing(state="canary.json")
         on, off = servers["proxy_on"], servers["proxy_off"]
         direct = backend_url(on)
         logging.info("measuring single rows, %d rounds", args.rounds)
@@ -172,7 +176,7 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str) -> dict[str,
         bare = Server("bare", direct, "/ping", [], workdir / "bare.log", {})  # The proxy's own backend.
         under_load = {
             "bare": bare, "unbatched": servers["proxy_unbatched"], "on": on, "off": off,
-            "shadow": servers["proxy_shadow"],
+            "shadow": servers["proxy_shadow"], "canary": servers["proxy_canary"],
         }  # fmt: skip
         loads = {
             name: _load(server, singles, database_url, clients=args.clients, seconds=args.load_seconds)
@@ -233,9 +237,9 @@ def _load(
     seconds: float,
 ) -> dict[str, Any]:
     """One load run against one server: throughput, latency, and for a logging proxy what reached the log."""
-    logged = server.name in ("proxy-on", "proxy-unbatched", "proxy-shadow")
-    batched = server.name in ("proxy-on", "proxy-off", "proxy-shadow")
-    shadowing = server.name == "proxy-shadow"
+    logged = server.name in ("proxy-on", "proxy-unbatched", "proxy-shadow", "proxy-canary")
+    batched = server.name in ("proxy-on", "proxy-off", "proxy-shadow", "proxy-canary")
+    shadowing, canary = server.name == "proxy-shadow", server.name == "proxy-canary"
     logging.info("load on %s: %d clients for %g s", server.name, clients, seconds)
     before = measure.histogram(server.url, "serving_batch_requests") if batched else {}
     shadowed = measure.counter(server.url, "serving_shadow_calls_total") if shadowing else {}
@@ -260,6 +264,7 @@ def _load(
         "logged": logged,
         "merged_calls": measure.merged_calls(before, after) if batched else None,
         "shadow_calls": shadowed or None,
+        "arms": measure.counter(server.url, "serving_canary_requests_total", "arm") if canary else None,
         "peak_rss_mib": result.peak_rss / report.MIB,
     }  # fmt: skip
 

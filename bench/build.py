@@ -15,6 +15,7 @@ from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 from registry_scripts.actions import promote
+from registry_scripts.rollout import CANARY, SHARE_TAG
 from training.config import load_config
 from training.data import load_dataset
 from training.features import encoded_to_raw
@@ -25,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 MODELS = Path(__file__).with_name("models")
 OURS = "attrition"
+CANARIED = f"{OURS}-canary"  # The same model again, with a rollout at 50% in progress.
+CANARY_SHARE = 50
 CONSTANT = "bench-constant"
 SEED_STYLE = "bench-seed-style"
 # The usual model of the issue that set the goals: 300 trees of depth 4.
@@ -77,6 +80,14 @@ def build(*, trials: int | None, cv_folds: int | None) -> Subjects:
     source = client.get_model_version(OURS, outcome.version).source or ""
     challenger = client.create_model_version(OURS, source=source, run_id=outcome.run_id).version
     promote(client, OURS, str(challenger), "staging", user="bench", reason="benchmark's challenger")
+    # A model of its own for the canary's proxy: every proxy of a model follows its `@canary`.
+    client.create_registered_model(CANARIED)
+    served, canary = (
+        client.create_model_version(CANARIED, source=source, run_id=outcome.run_id).version for _ in range(2)
+    )
+    promote(client, CANARIED, str(served), "production", user="bench", reason="benchmark")
+    client.set_registered_model_alias(CANARIED, CANARY, canary)  # What `registry_scripts rollout` writes.
+    client.set_registered_model_tag(CANARIED, SHARE_TAG, str(CANARY_SHARE))
     uri = f"models:/{OURS}/{outcome.version}"
     local = Path(mlflow.artifacts.download_artifacts(uri))
     signature = mlflow.models.get_model_info(uri).signature

@@ -230,10 +230,10 @@ def histogram(url: str, name: str) -> dict[str, float]:
     return found
 
 
-def counter(url: str, name: str) -> dict[str, float]:
-    """A Prometheus counter of the proxy's `/metrics` labelled by `outcome`: each outcome's count."""
+def counter(url: str, name: str, label: str = "outcome") -> dict[str, float]:
+    """A Prometheus counter of the proxy's `/metrics` with one label: each value's count."""
     text = httpx.get(f"{url}/metrics", timeout=30).text
-    prefix = f'{name}{{outcome="'
+    prefix = f'{name}{{{label}="'
     return {
         line[len(prefix) :].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()

@@ -111,6 +111,19 @@ def goals(results: dict[str, Any]) -> list[Goal]:
             if "shadow" in load
             else []
         ),
+        *(
+            [
+                Goal(
+                    "12",
+                    f"{clients} clients, requests/s: canary at 50% / none (both backends on the same cores)",
+                    load["canary"]["per_second"] / load["on"]["per_second"],
+                    ">=",
+                    0.8,
+                )
+            ]
+            if "canary" in load
+            else []
+        ),
     ]
 
 
@@ -120,6 +133,7 @@ LOADED = {
     "on": "proxy, batching on, logging on",
     "off": "proxy, batching on, logging off",
     "shadow": "proxy, batching on, logging on, shadow-scoring `@staging`",
+    "canary": "proxy, batching on, logging on, `@canary` answering 50% of people",
 }
 
 
@@ -146,6 +160,16 @@ def _merged_line(run: dict[str, Any]) -> str:
     return (
         f"Requests per backend call, proxy with batching and logging: {merged['calls']:,.0f} calls for "
         f"{merged['requests']:,.0f} requests, {merged['mean']:.1f} on average ({shares})."
+    )
+
+
+def _canary_line(run: dict[str, Any]) -> str:
+    arms = run["arms"]
+    return (
+        f"Canary: of {run['answered']:,} requests answered, {arms.get('canary', 0):,.0f} went to `@canary` "
+        f"and {arms.get('production', 0):,.0f} to production (by each person's hashed id; the bench's 200 "
+        "people, each in one arm); each canary answer is scored again by production after the answer, and "
+        "its peak RSS includes the canary's backend."
     )
 
 
@@ -240,6 +264,7 @@ def markdown(results: dict[str, Any], met: list[Goal]) -> str:
         _merged_line(load["on"]),
         "",
         *([_shadow_line(load["shadow"]), ""] if "shadow" in load else []),
+        *([_canary_line(load["canary"]), ""] if "canary" in load and load["canary"].get("arms") else []),
         *([f"Other client counts, {settings['sweep_seconds']:g} s each: requests/s / p99 ms:", "",
            "| clients | bare `mlflow models serve` | proxy, batching off | proxy, batching on |",
            "|---:|---:|---:|---:|", *_sweep_rows(results["sweep"]), ""] if results.get("sweep") else []),

@@ -85,10 +85,10 @@ class Server:
             time.sleep(0.25)
         raise ServerError(f"{self.name} was not ready within {seconds:.0f} s:\n{self.tail()}")
 
-    def wait_shadowing(self, seconds: float = 300) -> None:
-        """Wait until a proxy run with `--shadow` has its challenger's backend up."""
+    def wait_shadowing(self, seconds: float = 300, state: str = "shadow.json") -> None:
+        """Wait until a proxy has its challenger's backend up (`state`: `canary.json` for its canary's)."""
         assert self.state_path is not None
-        shadow = self.state_path.with_name("shadow.json")
+        shadow = self.state_path.with_name(state)
         deadline = time.monotonic() + seconds
         while not (shadow.exists() and json.loads(shadow.read_text(encoding="utf-8"))["url"]):
             if time.monotonic() > deadline:

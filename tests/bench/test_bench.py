@@ -63,7 +63,12 @@ def test_a_tiny_quick_run_measures_everything_and_writes_its_results(tmp_path: P
         "9",
         "10",
         "11",
+        "12",
     ]
+    canary = results["load"]["canary"]  # The same model again as @canary at 50%, with its own backend.
+    assert canary["answered"] > 0 and canary["failed"] == 0 and canary["stored"] == canary["answered"]
+    assert canary["arms"]["canary"] > 0 and canary["arms"]["production"] > 0
+    assert sum(canary["arms"].values()) == canary["answered"]
     shadow = results["load"]["shadow"]  # The same model again as @staging, scored by its own backend.
     assert shadow["answered"] > 0 and shadow["failed"] == 0 and shadow["stored"] == shadow["answered"]
     calls = shadow["shadow_calls"]
@@ -79,7 +84,7 @@ def test_a_tiny_quick_run_measures_everything_and_writes_its_results(tmp_path: P
     wide = results["wide_body"]
     assert wide["bytes"] > 13 * 2**20 and wide["alone_ms"]["n"] == 15 and wide["during_ms"]["n"] > 0
     table = (tmp_path / "RESULTS.md").read_text()
-    assert "| goal | measured | target |" in table and table.count("| pass |") + table.count("| FAIL |") == 12
+    assert "| goal | measured | target |" in table and table.count("| pass |") + table.count("| FAIL |") == 13
     assert "Requests per backend call, proxy with batching and logging: " in table
     assert "Logging one such answer" in table and results["batch"]["log_work_ms"]["n"] == 2
     assert "Shadow scoring: of " in table
