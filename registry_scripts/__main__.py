@@ -107,6 +107,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     rolling.add_argument("--every", default="10m", help="least time a step lasts: 30s, 10m, 1h (10m)")
     rolling.add_argument(
+        "--warmup",
+        default="1m",
+        help="@canary with no share first, while replicas start it; 0: none (1m)",
+    )
+    rolling.add_argument(
         "--min-rows",
         type=int,
         default=200,
@@ -143,6 +148,10 @@ def _rollout(client: MlflowClient, args: argparse.Namespace) -> int:  # noqa: PL
     except ValueError as exc:
         return fail(f"--every: {exc}")
     try:
+        warmup = 0.0 if args.warmup.strip() in {"0", "0s"} else period(args.warmup).total_seconds()
+    except ValueError as exc:
+        return fail(f"--warmup: {exc}")
+    try:
         engine = make_engine(args.database_url or LogStoreSettings().database_url, must_exist=True)
     except LogStoreError as exc:
         return fail(f"--database-url: {exc.message}")
@@ -153,7 +162,14 @@ def _rollout(client: MlflowClient, args: argparse.Namespace) -> int:  # noqa: PL
         if args.version is None:
             return fail("--version: give the version to roll out (or --status, --abort)")
         plan, resumed = rollout.start(
-            client, args.model, args.version, steps=steps, every=every, min_rows=args.min_rows, user=user
+            client,
+            args.model,
+            args.version,
+            steps=steps,
+            every=every,
+            min_rows=args.min_rows,
+            user=user,
+            warmup=warmup,
         )
         if resumed:
             print(f"resuming the rollout of version {plan.version} at step {plan.step + 1} ({plan.share:g}%)")

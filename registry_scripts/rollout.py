@@ -45,11 +45,15 @@ class Plan(BaseModel):
     step_started_at: str
     by: str
     figures: list[dict[str, object]] = []  # Each passed step's figures, for the audit entry.
+    # Before the first step `@canary` names the version with no share, so that every replica has its
+    # backend running before anyone is sent there: else a person may meet both versions meanwhile.
+    warmup_seconds: float = 0.0
+    warming: bool = False
 
     @property
     def share(self) -> float:
-        """The share of the step in hand, in percent."""
-        return self.steps[self.step]
+        """The share of the step in hand, in percent (none while warming up)."""
+        return 0.0 if self.warming else self.steps[self.step]
 
 
 def _percent(steps: list[float]) -> str:
@@ -106,6 +110,7 @@ def start(
     every: float,
     min_rows: int,
     user: str,
+    warmup: float = 0.0,
 ) -> tuple[Plan, bool]:
     """The plan to run: a new rollout of the version, or the one in progress resumed (True)."""
     plan = read_plan(client, name)
@@ -127,7 +132,8 @@ def start(
         raise RegistryError(f"--version: version {candidate.number} is {candidate.status}, not READY")
     plan = Plan(
         version=candidate.number, production=production.number, steps=steps, every_seconds=every,
-        min_rows=min_rows, started_at=now(), step_started_at=now(), by=user,
+        min_rows=min_rows, started_at=now(), step_started_at=now(), by=user, warmup_seconds=warmup,
+        warming=warmup > 0,
     )  # fmt: skip
     set_alias(client, name, CANARY, candidate.number)
     _save(client, name, plan)
@@ -218,6 +224,19 @@ def run(
 ) -> int:
     """Step by step to 100%, then Production; 0 when promoted, 1 when rolled back."""
     bounds = limits(client, name, plan.version)
+    if plan.warming:
+        left = (
+            plan.warmup_seconds
+            - (datetime.now(UTC) - datetime.fromisoformat(plan.started_at)).total_seconds()
+        )
+        say(f"warming up: @canary names version {plan.version} with no share for {max(left, 0):.0f} s more")
+        until = clock() + left
+        while clock() < until:
+            if (why := interrupted(client, name, plan)) is not None:
+                return _stopped(client, name, plan, why, say)
+            time.sleep(min(poll_seconds, max(until - clock(), 0)))
+        plan = plan.model_copy(update={"warming": False, "step_started_at": now()})
+        _save(client, name, plan)
     while True:
         since = datetime.fromisoformat(plan.step_started_at)
         elapsed = (datetime.now(UTC) - since).total_seconds()
@@ -225,10 +244,7 @@ def run(
         started = clock() - elapsed
         while True:
             if (why := interrupted(client, name, plan)) is not None:
-                if "aborted" not in why:
-                    _rollback(client, name, plan, f"stopped: {why}", None)
-                say(f"stopped: {why}; production version {plan.production} answers everyone")
-                return ROLLED_BACK
+                return _stopped(client, name, plan, why, say)
             found = live.figures(
                 engine, model=name, canary=plan.version, production=plan.production, since=since
             )
@@ -250,6 +266,14 @@ def run(
         plan = plan.model_copy(update={"step": plan.step + 1, "step_started_at": now()})
         _save(client, name, plan)
     return _finish(client, name, plan, say)
+
+
+def _stopped(client: MlflowClient, name: str, plan: Plan, why: str, say: Callable[[str], None]) -> int:
+    """Someone else changed the registry under the rollout: roll back (unless they aborted it)."""
+    if "aborted" not in why:
+        _rollback(client, name, plan, f"stopped: {why}", None)
+    say(f"stopped: {why}; production version {plan.production} answers everyone")
+    return ROLLED_BACK
 
 
 def _finish(client: MlflowClient, name: str, plan: Plan, say: Callable[[str], None]) -> int:

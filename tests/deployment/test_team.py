@@ -17,6 +17,7 @@ from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine, text
 
 from chaos.scenarios import Traffic
+from registry_scripts.rollout import SHARE_TAG
 from tests.conftest import REPO
 from tests.deployment.conftest import MODEL, Balanced, Team
 from tests.serving.conftest import API_KEY, HEADERS, Proxy, rows, split_body, wait_for
@@ -286,16 +287,20 @@ def test_a_rollout_puts_each_person_on_one_version_on_both_replicas_and_reaches_
                 answered.append((sent_at, int(row["employee_id"].iloc[0]), answer.headers["X-Model-Version"],
                                  answer.headers["X-Served-By"]))  # fmt: skip
 
-    ready: dict[str, float] = {}
+    ready: dict[str, float] = {}  # When each replica's canary backend answered.
+    shared: list[float] = []  # When the first share was written, once the warm-up was over.
 
-    def watch() -> None:  # When each replica's canary backend answers.
-        while not stop.is_set() and len(ready) < len(balanced.replicas):
+    def watch() -> None:
+        while not stop.is_set() and (len(ready) < len(balanced.replicas) or not shared):
             for address, replica in balanced.by_address().items():
                 if address not in ready and (replica.spool / "canary.json").exists():
                     state = json.loads((replica.spool / "canary.json").read_text())
                     if state["version"] == int(canary):
                         ready[address] = time.monotonic()
-            time.sleep(0.1)
+            share = client.get_registered_model(MODEL).tags.get(SHARE_TAG, "0")
+            if not shared and float(share) > 0:
+                shared.append(time.monotonic())
+            time.sleep(0.2)
 
     with ThreadPoolExecutor(5) as pool:
         clients = [pool.submit(send, offset) for offset in range(4)]
@@ -303,7 +308,7 @@ def test_a_rollout_puts_each_person_on_one_version_on_both_replicas_and_reaches_
         try:
             done = team.run(
                 "-m", "registry_scripts", "rollout", "--model", MODEL, "--version", str(canary),
-                "--steps", "20,100", "--every", "2s", "--min-rows", "20",
+                "--steps", "20,100", "--every", "2s", "--warmup", "60s", "--min-rows", "20",
             )  # fmt: skip
             promoted = time.monotonic()
             assert done.returncode == 0, done.stdout + done.stderr
@@ -318,9 +323,10 @@ def test_a_rollout_puts_each_person_on_one_version_on_both_replicas_and_reaches_
     assert "canary" not in client.get_registered_model(MODEL).aliases
     assert set(ready) == set(balanced.by_address())
     both = max(ready.values())
-    during = [entry for entry in sorted(answered) if both <= entry[0] < promoted]
-    # Once both replicas run the canary, a person meets one version whichever replica answers, and
-    # never production again after the canary.
+    assert shared and both < shared[0]  # The warm-up gave both replicas the time to start the canary.
+    during = [entry for entry in sorted(answered) if entry[0] < promoted]
+    # From the first request on, a person meets one version whichever replica answers, and never
+    # production again after the canary.
     met: set[int] = set()
     for _, person, version, _ in during:
         assert not (person in met and version == production.version), f"person {person} went back"
@@ -331,6 +337,7 @@ def test_a_rollout_puts_each_person_on_one_version_on_both_replicas_and_reaches_
     FIGURES["rollout"] = {
         "requests": len(answered), "people_on_the_canary": len(met),
         "seconds_until_both_replicas_ran_the_canary": round(both - min(entry[0] for entry in answered), 1),
+        "warmup_seconds": 60,
         "output": done.stdout.splitlines(),
     }  # fmt: skip
 

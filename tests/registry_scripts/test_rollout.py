@@ -27,6 +27,7 @@ from tests.registry_scripts.test_promotion import cli
         ),
         (["--version", "2", "--steps", "ten"], "--steps: expected percentages like 10,50,100"),
         (["--version", "2", "--every", "10x"], "--every: not a duration such as 365d, 12h or 30m"),
+        (["--version", "2", "--warmup", "soon"], "--warmup: not a duration such as 365d, 12h or 30m"),
         (["--version", "2", "--min-rows", "0"], "--min-rows: must be >= 1"),
         (["--status", "--abort"], "--status and --abort: give one of them"),
         (["--abort"], "--model: no registered model named 'nobody'"),
