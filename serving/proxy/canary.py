@@ -92,23 +92,28 @@ class Canary:
 
     async def start(self) -> None:
         """Follow `@canary` and its share (a rollout that starts later is picked up at the next poll)."""
-        self.supervisor.follow()
+        self.supervisor.not_ready = f"no models:/{self.settings.model}@{CANARY}"
         self.mirror.start_workers()
-        self._reader = asyncio.create_task(self._read_share(), name="canary-share")
+        self._reader = asyncio.create_task(self._follow(), name="canary-follower")
 
-    async def _read_share(self) -> None:
+    async def _follow(self) -> None:
+        """Each poll, one read of the registered model: its share and whether `@canary` names a version."""
         while True:
             try:
                 model = await asyncio.to_thread(self.client.get_registered_model, self.settings.model)
                 self.share = parse_share((model.tags or {}).get(SHARE_TAG))
                 self._said = ""
+                if CANARY in (model.aliases or {}) or self.supervisor.backend is not None:
+                    await self.supervisor.check()  # Start, restart, switch or stop the canary's backend.
             except (MlflowException, ValueError) as exc:
                 message = exc.message if isinstance(exc, MlflowException) else str(exc)
                 if message != self._said:  # Once, not every poll; the last share holds meanwhile.
-                    logger.warning("canary: cannot read the share (%s); keeping %g%%", message, self.share)
+                    logger.warning("canary: cannot read the rollout (%s); keeping %g%%", message, self.share)
                     self._said = message
+            except ServingError as exc:
+                logger.warning("canary: %s", exc.message)
             except Exception:
-                logger.exception("canary: unexpected error reading the share")
+                logger.exception("canary: unexpected error; still following")
             await asyncio.sleep(self.settings.poll_seconds)
 
     def _running(self, version: int) -> Backend | None:
