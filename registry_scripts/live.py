@@ -146,7 +146,7 @@ def figures(engine: Engine, *, model: str, canary: int, production: int, since: 
 LIMITS: dict[str, float | None] = {
     "max_flip_rate": 0.15,
     "max_score_psi": None,
-    "max_positive_shift": 0.10,
+    "max_positive_shift": None,
     "max_error_rate": 0.01,
     "max_p99_ratio": 2.0,
 }

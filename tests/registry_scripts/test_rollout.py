@@ -67,12 +67,12 @@ def figures(**changes: object) -> Figures:
     ],
 )
 def test_a_step_is_judged_on_each_figure(changes: dict[str, object], problem: str | None) -> None:
-    found = judge(figures(**changes), {**LIMITS, "max_score_psi": 0.25})
+    found = judge(figures(**changes), {**LIMITS, "max_score_psi": 0.25, "max_positive_shift": 0.10})
     assert found == [] if problem is None else any(problem in line for line in found), found
 
 
-def test_score_psi_is_reported_and_judged_only_when_the_config_sets_a_limit() -> None:
-    assert judge(figures(score_psi=0.9), LIMITS) == []
+def test_psi_and_positive_share_are_reported_and_judged_only_when_the_config_sets_limits() -> None:
+    assert judge(figures(score_psi=0.9, canary_positive=0.3), LIMITS) == []
 
 
 def test_score_psi_is_zero_for_the_same_scores_and_large_for_noise() -> None:

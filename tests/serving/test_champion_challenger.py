@@ -180,7 +180,8 @@ def test_a_rollout_rolls_noise_back_by_itself_and_takes_a_reseeded_retrain_to_pr
 
     def roll(version: str) -> tuple[int, str]:
         capsys.readouterr()
-        options = ["--steps", "10,50,100", "--every", "1s", "--warmup", "0", "--min-rows", "30"]
+        # 150 rows a step: a retrain flipping 8% of decisions reads over 0.15 on them about once in 1,000.
+        options = ["--steps", "10,50,100", "--every", "1s", "--warmup", "0", "--min-rows", "150"]
         options += ["--database-url", log_db]
         status = registry_main(["rollout", "--model", name, "--version", version, *options])
         said = capsys.readouterr()
