@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
-from scipy.stats import ks_2samp, rankdata
+from scipy.stats import ks_2samp
 from sklearn.metrics import brier_score_loss
 
 from monitoring.drift import Span, numeric_psi
-from registry_scripts.reports import auc_worse
+from registry_scripts.reports import auc_worse, paired_auc_difference, roc_auc
 
 TOP_REASONS = 3
 MAX_FLIPS_SHOWN = 50  # Flipped rows listed in the summary, with both versions' reasons.
@@ -28,34 +28,6 @@ class CompareThresholds(BaseModel):
     )
     bootstrap: int = Field(default=1000, ge=100, le=100_000, description="paired bootstrap rounds")
     seed: int = Field(default=0, description="seed of the bootstrap")
-
-
-def roc_auc(y: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC by ranks (ties count half), the Mann-Whitney form."""
-    positives = int(y.sum())
-    negatives = len(y) - positives
-    ranks = rankdata(scores)
-    return float((ranks[y == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
-
-
-def paired_auc_difference(
-    y: np.ndarray, champion: np.ndarray, challenger: np.ndarray, *, rounds: int, seed: int
-) -> dict[str, float]:
-    """Challenger's AUC minus champion's on the same rows, with a 95% paired percentile bootstrap interval."""
-    rng = np.random.default_rng(seed)
-    differences = []
-    for _ in range(rounds):
-        pick = rng.integers(0, len(y), len(y))
-        sample = y[pick]
-        if 0 < sample.sum() < len(sample):  # A resample with one class has no AUC.
-            differences.append(roc_auc(sample, challenger[pick]) - roc_auc(sample, champion[pick]))
-    low, high = np.percentile(differences, [2.5, 97.5])
-    return {
-        "difference": roc_auc(y, challenger) - roc_auc(y, champion),
-        "low": float(low),
-        "high": float(high),
-        "rounds": len(differences),
-    }
 
 
 def top_reasons(contributions: dict[str, float] | None, k: int = TOP_REASONS) -> list[str]:

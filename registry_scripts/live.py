@@ -8,12 +8,15 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, and_, case, func, select
+from sqlalchemy import Engine, Select, and_, case, func, select
 
-from logstore.tables import inference_predictions, inference_requests, shadow_predictions
+from logstore.store import latest_outcome
+from logstore.tables import inference_outcomes, inference_predictions, inference_requests, shadow_predictions
+from registry_scripts.reports import auc_worse, paired_auc_difference, roc_auc
 
 CHUNK = 5000
 BINS = 10
+BOOTSTRAP_ROUNDS = 1000
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,20 @@ class Figures:
     canary_positive: float | None  # Share of the compared rows each version flags.
     production_positive: float | None
     score_psi: float | None
+    # Compared rows whose outcome has arrived, and realised ROC AUC on them (with both classes present):
+    # the canary's minus production's, with its paired 95% bootstrap interval.
+    labelled: int = 0
+    canary_auc: float | None = None
+    production_auc: float | None = None
+    auc_difference_low: float | None = None
+    auc_difference_high: float | None = None
+
+    @property
+    def auc_difference(self) -> float | None:
+        """The canary's realised ROC AUC minus production's, on the same labelled rows."""
+        if self.canary_auc is None or self.production_auc is None:
+            return None
+        return self.canary_auc - self.production_auc
 
     @property
     def flip_rate(self) -> float | None:
@@ -41,7 +58,7 @@ class Figures:
 
     def as_dict(self) -> dict[str, Any]:
         """For the audit entry."""
-        return {**asdict(self), "flip_rate": self.flip_rate}
+        return {**asdict(self), "flip_rate": self.flip_rate, "auc_difference": self.auc_difference}
 
     def describe(self) -> str:
         """One line for the progress output."""
@@ -56,7 +73,12 @@ class Figures:
             f"{self.rows} rows compared: flip rate {show(self.flip_rate, '.3f')} "
             f"({self.to_positive} to positive, {self.to_negative} to negative), score PSI "
             f"{show(self.score_psi, '.3f')}, positive share {show(self.canary_positive, '.3f')} / "
-            f"{show(self.production_positive, '.3f')}"
+            f"{show(self.production_positive, '.3f')}; {self.labelled} labelled"
+            + (
+                f": ROC AUC {show(self.canary_auc, '.3f')} / {show(self.production_auc, '.3f')}"
+                if self.labelled
+                else ""
+            )
         )
 
 
@@ -86,22 +108,13 @@ def _p99(engine: Engine, model: str, version: int, since: datetime) -> float | N
     return float(np.percentile(values, 99)) if len(values) else None
 
 
-def figures(engine: Engine, *, model: str, canary: int, production: int, since: datetime) -> Figures:
-    """The step's figures: requests, errors and p99 per arm; flips, PSI and shares on the mirrored rows."""
-    requests = inference_requests.c
-    counted = (
-        select(
-            requests.model_version,
-            func.count(),
-            func.coalesce(func.sum(case((requests.status_code >= 500, 1), else_=0)), 0),
-        )
-        .where(requests.model_name == model, requests.received_at >= since)
-        .group_by(requests.model_version)
-    )
-    predictions, shadows = inference_predictions.c, shadow_predictions.c
-    compared = (
-        select(predictions.score, predictions.threshold, shadows.score, shadows.threshold)
-        .join_from(inference_predictions, inference_requests, predictions.request_id == requests.request_id)
+def _compared(model: str, canary: int, production: int, since: datetime) -> Select[Any]:
+    """The canary's rows since `since` that production also scored (the mirror), without error."""
+    requests, predictions, shadows = inference_requests.c, inference_predictions.c, shadow_predictions.c
+    return (
+        select()
+        .select_from(inference_predictions)
+        .join(inference_requests, predictions.request_id == requests.request_id)
         .join(
             shadow_predictions,
             and_(
@@ -118,10 +131,40 @@ def figures(engine: Engine, *, model: str, canary: int, production: int, since: 
             shadows.score.is_not(None),
         )
     )
+
+
+def compared_rows(engine: Engine, *, model: str, canary: int, production: int, since: datetime) -> int:
+    """How many rows the step has compared so far: what the controller waits on, one count a poll."""
+    with engine.connect() as connection:
+        query = _compared(model, canary, production, since).add_columns(func.count())
+        return int(connection.execute(query).scalar_one())
+
+
+def figures(engine: Engine, *, model: str, canary: int, production: int, since: datetime) -> Figures:
+    """The step's figures: requests, errors and p99 per arm; flips, PSI, shares and AUC on mirrored rows."""
+    requests = inference_requests.c
+    counted = (
+        select(
+            requests.model_version,
+            func.count(),
+            func.coalesce(func.sum(case((requests.status_code >= 500, 1), else_=0)), 0),
+        )
+        .where(requests.model_name == model, requests.received_at >= since)
+        .group_by(requests.model_version)
+    )
+    predictions, shadows = inference_predictions.c, shadow_predictions.c
+    actual = latest_outcome(
+        inference_outcomes.c.positive, request_id=predictions.request_id, row_index=predictions.row_index
+    )
+    compared = _compared(model, canary, production, since).add_columns(
+        predictions.score, predictions.threshold, shadows.score, shadows.threshold, actual
+    )
     with engine.connect() as connection:
         per_arm = {row[0]: (int(row[1]), int(row[2])) for row in connection.execute(counted)}
         result = connection.execution_options(yield_per=CHUNK).execute(compared)
-        pairs = np.array([tuple(row) for row in result], dtype=np.float64).reshape(-1, 4)
+        pairs = np.array(
+            [(*row[:4], np.nan if row[4] is None else float(row[4])) for row in result], dtype=np.float64
+        ).reshape(-1, 5)
     canary_scores, production_scores = pairs[:, 0], pairs[:, 2]
     canary_flags, production_flags = canary_scores >= pairs[:, 1], production_scores >= pairs[:, 3]
     rows = len(pairs)
@@ -140,7 +183,25 @@ def figures(engine: Engine, *, model: str, canary: int, production: int, since: 
         canary_positive=float(canary_flags.mean()) if rows else None,
         production_positive=float(production_flags.mean()) if rows else None,
         score_psi=None if score_psi is None or math.isnan(score_psi) else score_psi,
+        **_realised(pairs[:, 4], canary_scores, production_scores),
     )
+
+
+def _realised(actual: np.ndarray, canary: np.ndarray, production: np.ndarray) -> dict[str, Any]:
+    """Realised ROC AUC of both arms on the labelled rows, when both classes are there."""
+    labelled = ~np.isnan(actual)
+    y = actual[labelled].astype(int)
+    if not 0 < y.sum() < len(y):
+        return {"labelled": int(labelled.sum())}
+    found = paired_auc_difference(y, production[labelled], canary[labelled], rounds=BOOTSTRAP_ROUNDS, seed=0)
+    canary_auc = roc_auc(y, canary[labelled])
+    return {
+        "labelled": len(y),
+        "canary_auc": canary_auc,
+        "production_auc": canary_auc - found["difference"],
+        "auc_difference_low": found["low"],
+        "auc_difference_high": found["high"],
+    }
 
 
 LIMITS: dict[str, float | None] = {
@@ -149,6 +210,8 @@ LIMITS: dict[str, float | None] = {
     "max_positive_shift": None,
     "max_error_rate": 0.01,
     "max_p99_ratio": 2.0,
+    "min_labelled": 100,  # As the live-shadow gate: realised AUC is judged from this many labelled rows.
+    "auc_tolerance": 0.01,
 }
 
 
@@ -180,4 +243,16 @@ def judge(found: Figures, limits: dict[str, float | None]) -> list[str]:
             problems.append(
                 f"positive share moved by {shift:+.3f} (more than {within['max_positive_shift']})"
             )
+    auc, high = found.auc_difference, found.auc_difference_high
+    if (
+        found.labelled >= within["min_labelled"]
+        and auc is not None
+        and high is not None
+        and auc_worse(auc, high, within["auc_tolerance"])
+    ):
+        problems.append(
+            f"realised ROC AUC {auc:+.4f} against production's on "
+            f"{found.labelled} labelled rows, 95% interval up to {found.auc_difference_high:+.4f} "
+            f"(tolerance {within['auc_tolerance']})"
+        )
     return problems

@@ -16,6 +16,7 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -239,18 +240,20 @@ def run(
         _save(client, name, plan)
     while True:
         since = datetime.fromisoformat(plan.step_started_at)
+        arms: dict[str, Any] = {
+            "model": name, "canary": plan.version, "production": plan.production, "since": since,
+        }  # fmt: skip
         elapsed = (datetime.now(UTC) - since).total_seconds()
         say(f"step {plan.step + 1}/{len(plan.steps)}: version {plan.version} on {plan.share:g}% of people")
         started = clock() - elapsed
         while True:
             if (why := interrupted(client, name, plan)) is not None:
                 return _stopped(client, name, plan, why, say)
-            found = live.figures(
-                engine, model=name, canary=plan.version, production=plan.production, since=since
-            )
-            if clock() - started >= plan.every_seconds and found.rows >= plan.min_rows:
+            waited = clock() - started >= plan.every_seconds
+            if waited and live.compared_rows(engine, **arms) >= plan.min_rows:
                 break
             time.sleep(poll_seconds)
+        found = live.figures(engine, **arms)
         problems = live.judge(found, bounds)
         figures = {"share": plan.share, "since": plan.step_started_at, **found.as_dict()}
         if problems:

@@ -36,6 +36,22 @@ class Canary(BaseModel):
     share: float  # Percent of people.
 
 
+class Rollout(BaseModel):
+    """`GET /rollout`: the rollout in progress, each passed step's figures and the step in hand's so far."""
+
+    version: int
+    production: int
+    share: float  # Percent of people, as the proxies route now (0 while the canary warms up).
+    step: int  # From 1.
+    steps: list[float]
+    warming: bool
+    started_at: str
+    step_started_at: str
+    by: str
+    passed: list[dict[str, Json]]  # As the audit entry will hold them.
+    this_step: dict[str, Json]  # `registry_scripts.live.Figures`, with its flip rate.
+
+
 class ModelFacts(BaseModel):
     """`GET /model`: the served version's registry facts, threshold, holdout metrics, schema and params."""
 

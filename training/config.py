@@ -82,6 +82,10 @@ class RolloutConfig(_Strict):
         default=0.01, ge=0.0, le=1.0
     )  # 5xx answers of the canary, beyond production's.
     max_p99_ratio: float = Field(default=2.0, ge=1.0)  # The canary's p99 latency over production's.
+    # Realised ROC AUC on the step's compared rows whose outcomes have arrived, as the live-shadow gate
+    # judges it: from this many labelled rows, lower by more than the tolerance with its interval below 0.
+    min_labelled: int = Field(default=100, ge=10)
+    auc_tolerance: float = Field(default=0.01, ge=0.0, le=0.5)
 
 
 class ReasonEntry(_Strict):

@@ -176,14 +176,45 @@ def drift_page(proxy: Proxy, model: dict[str, Any]) -> None:
     st.dataframe(features.sort_values("psi", ascending=False), hide_index=True)
 
 
+def rollout_section(rollout: dict[str, Any], model: dict[str, Any]) -> None:
+    """The rollout in progress: who decides for whom, and each step's figures from the log."""
+    share = (
+        "no one yet (its backend is warming up on every replica)"
+        if rollout["warming"]
+        else f"{rollout['share']:g}% of the people scored"
+    )
+    st.warning(
+        f"Rollout in progress: version {rollout['version']} decides for {share}, version "
+        f"{rollout['production']} for the others. Step {rollout['step']} of {len(rollout['steps'])} "
+        f"({', '.join(f'{step:g}%' for step in rollout['steps'])}), since {rollout['step_started_at']}."
+    )
+    steps = [*rollout["passed"], {"share": rollout["share"], **rollout["this_step"]}]
+    st.dataframe(
+        pd.DataFrame(
+            {
+                "share %": [step["share"] for step in steps],
+                "status": ["passed"] * len(rollout["passed"]) + ["in progress"],
+                "canary requests": [step["canary_requests"] for step in steps],
+                "canary errors": [step["canary_errors"] for step in steps],
+                "rows compared": [step["rows"] for step in steps],
+                "flip rate": [step["flip_rate"] for step in steps],
+                "to positive": [step["to_positive"] for step in steps],
+                "to negative": [step["to_negative"] for step in steps],
+                "p99 ms canary": [step["canary_p99_ms"] for step in steps],
+                "p99 ms production": [step["production_p99_ms"] for step in steps],
+                "labelled": [step.get("labelled", 0) for step in steps],
+                "AUC canary": [step.get("canary_auc") for step in steps],
+                "AUC production": [step.get("production_auc") for step in steps],
+            }
+        ),
+        hide_index=True,
+    )
+
+
 def challenger_page(proxy: Proxy, model: dict[str, Any]) -> None:
     """A rollout in progress; the latest comparison of a challenger with the served version, and its flips."""
-    if (canary := model.get("canary")) is not None:
-        st.warning(
-            f"Rollout in progress: version {canary['version']} decides for {canary['share']:g}% of the "
-            f"people scored, version {model['version']} for the others "
-            "(`python -m registry_scripts rollout --status` gives the step and its figures)."
-        )
+    if (rollout := proxy.rollout()) is not None:
+        rollout_section(rollout, model)
     summary = proxy.challenger()
     if summary is None:
         st.info(

@@ -117,6 +117,10 @@ class Proxy:
         """The latest comparison of a challenger with the served version, or None when there is none yet."""
         return self._report("/challenger")
 
+    def rollout(self) -> dict[str, Any] | None:
+        """The rollout in progress with its figures, or None when there is none."""
+        return self._report("/rollout")
+
     def _report(self, path: str) -> dict[str, Any] | None:
         try:
             body: dict[str, Any] = self._call("GET", path).json()

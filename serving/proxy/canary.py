@@ -22,10 +22,11 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from pydantic import ValidationError
 
 from logstore.records import logged_id
 from logstore.spool import Spool
-from registry_scripts.rollout import CANARY, SHARE_TAG
+from registry_scripts.rollout import CANARY, PLAN_TAG, SHARE_TAG, Plan
 from serving.errors import ServingError
 from serving.proxy.backend import Backend
 from serving.proxy.batching import Rows
@@ -86,6 +87,7 @@ class Canary:
         self.supervisor.release = self._release
         self.supervisor.served_elsewhere = self._served
         self.share = 0.0
+        self.plan: Plan | None = None  # The controller's plan, for `GET /rollout`; routing reads the share.
         self._metrics = metrics
         self._reader: asyncio.Task[None] | None = None
         self._said = ""
@@ -101,7 +103,9 @@ class Canary:
         while True:
             try:
                 model = await asyncio.to_thread(self.client.get_registered_model, self.settings.model)
-                self.share = parse_share((model.tags or {}).get(SHARE_TAG))
+                tags = model.tags or {}
+                self.share = parse_share(tags.get(SHARE_TAG))
+                self.plan = _plan(tags.get(PLAN_TAG))
                 self._said = ""
                 if CANARY in (model.aliases or {}) or self.supervisor.backend is not None:
                     await self.supervisor.check()  # Start, restart, switch or stop the canary's backend.
@@ -166,6 +170,14 @@ class Canary:
                 await self._reader
         await self.mirror.close()
         await self.supervisor.close()
+
+
+def _plan(raw: str | None) -> Plan | None:
+    """The plan a tag holds; None when there is none or it is not one (`rollout --status` says so)."""
+    try:
+        return None if raw is None else Plan.model_validate_json(raw)
+    except ValidationError:
+        return None
 
 
 def _ids(rows: Rows | None, id_column: str | None) -> list[Any]:

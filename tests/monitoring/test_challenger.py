@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from monitoring.challenger import CompareThresholds, compare, paired_auc_difference, roc_auc, top_reasons
-from registry_scripts.reports import auc_worse
+from monitoring.challenger import CompareThresholds, compare, top_reasons
+from registry_scripts.reports import auc_worse, paired_auc_difference, roc_auc
 
 COSTS = {"false_negative": 10.0, "false_positive": 1.0}
 RNG = np.random.default_rng(7)

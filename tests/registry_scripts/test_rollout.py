@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +12,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from logstore.database import make_engine, migrate
+from logstore.tables import inference_outcomes, inference_predictions, inference_requests, shadow_predictions
 from registry_scripts import rollout
 from registry_scripts.errors import RegistryError
-from registry_scripts.live import LIMITS, Figures, judge, psi
+from registry_scripts.live import LIMITS, Figures, compared_rows, judge, psi
+from registry_scripts.live import figures as live_figures
 from registry_scripts.registry import history_of
 from tests.registry_scripts.test_promotion import cli
 
@@ -73,6 +77,66 @@ def test_a_step_is_judged_on_each_figure(changes: dict[str, object], problem: st
 
 def test_psi_and_positive_share_are_reported_and_judged_only_when_the_config_sets_limits() -> None:
     assert judge(figures(score_psi=0.9, canary_positive=0.3), LIMITS) == []
+
+
+def test_realised_auc_is_judged_from_enough_labelled_rows() -> None:
+    worse = {"labelled": 150, "canary_auc": 0.60, "production_auc": 0.80, "auc_difference_high": -0.1}
+    found = judge(figures(**worse), LIMITS)
+    assert found and "realised ROC AUC -0.2000 against production's on 150 labelled rows" in found[0]
+    assert judge(figures(**{**worse, "labelled": 99}), LIMITS) == []  # Fewer than min_labelled.
+    assert judge(figures(**{**worse, "auc_difference_high": 0.01}), LIMITS) == []  # Could be chance.
+
+
+def test_a_steps_figures_come_from_the_log_with_outcomes_where_they_arrived(tmp_path: Path) -> None:
+    """Canary rows production mirrored, some labelled: flips, shares and AUC on the same rows."""
+    engine = make_engine(f"sqlite:///{tmp_path}/log.db")
+    migrate(engine)
+    rng = np.random.default_rng(0)
+    actual = rng.random(400) < 0.3
+    production = np.clip(0.3 * actual + rng.normal(0.35, 0.15, 400), 0, 1)  # Ranks the outcomes well.
+    canary = rng.random(400)  # Knows nothing of them.
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    requests, predictions, shadows, outcomes = [], [], [], []
+    for row in range(400):
+        request_id = uuid.uuid4()
+        for version in (1, 2):
+            requests.append({
+                "request_id": request_id if version == 2 else uuid.uuid4(), "received_at": since,
+                "endpoint": "/invocations", "model_name": "m", "model_version": version,
+                "model_target": "@canary" if version == 2 else "@production", "status_code": 200,
+                "total_ms": 10.0 + version, "n_rows": 1,
+            })  # fmt: skip
+        predictions.append({
+            "request_id": request_id, "row_index": 0, "score": canary[row], "prediction": "p",
+            "threshold": 0.5,
+        })  # fmt: skip
+        shadows.append({
+            "request_id": request_id, "model_version": 1, "row_index": 0, "model_name": "m",
+            "shadowed_at": since, "latency_ms": 5.0, "score": production[row], "prediction": "p",
+            "threshold": 0.5,
+        })  # fmt: skip
+        if row < 300:  # Outcomes arrive for some people only.
+            outcomes.append({
+                "outcome_id": uuid.uuid4(), "request_id": request_id, "row_index": 0, "label": "Yes",
+                "positive": bool(actual[row]), "recorded_at": since, "source": "test",
+            })  # fmt: skip
+    with engine.begin() as connection:
+        for table, rows in (
+            (inference_requests, requests), (inference_predictions, predictions),
+            (shadow_predictions, shadows), (inference_outcomes, outcomes),
+        ):  # fmt: skip
+            connection.execute(table.insert(), rows)
+    arms = {"model": "m", "canary": 2, "production": 1, "since": since - timedelta(seconds=1)}
+    assert compared_rows(engine, **arms) == 400  # type: ignore[arg-type]
+    found = live_figures(engine, **arms)  # type: ignore[arg-type]
+    assert (found.canary_requests, found.production_requests) == (400, 400)
+    assert (found.rows, found.labelled) == (400, 300)
+    assert found.flips == int(np.sum((canary >= 0.5) != (production >= 0.5)))
+    assert found.canary_auc is not None and found.production_auc is not None
+    assert found.canary_auc < 0.6 and found.production_auc > 0.8
+    assert any("realised ROC AUC" in problem for problem in judge(found, LIMITS))
+    assert "300 labelled: ROC AUC" in found.describe()
+    engine.dispose()
 
 
 def test_score_psi_is_zero_for_the_same_scores_and_large_for_noise() -> None:

@@ -72,6 +72,7 @@ ROUTES = [
     ("GET", "/model/card", None, "read"),
     ("GET", "/drift", None, "read"),
     ("GET", "/challenger", None, "read"),
+    ("GET", "/rollout", None, "read"),
     ("POST", "/feedback", {"request_id": NOWHERE, "label": "Yes"}, "feedback"),
     *(("GET", path, None, None) for path in ("/ping", "/health", "/version", "/ready", "/metrics")),
     ("GET", "/openapi.json", None, None),

@@ -25,6 +25,7 @@ OPERATIONS = [
     ("GET", "/model/card"),
     ("GET", "/drift"),
     ("GET", "/challenger"),
+    ("GET", "/rollout"),
     ("POST", "/invocations"),
     ("POST", "/predict/by-id/{entity_id}"),
     ("POST", "/feedback"),

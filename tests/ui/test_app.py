@@ -18,9 +18,9 @@ from streamlit.testing.v1 import AppTest
 from logstore import store
 from logstore.tables import inference_predictions
 from monitoring.__main__ import main as monitoring_main
-from registry_scripts.rollout import SHARE_TAG
+from registry_scripts import rollout
 from tests.conftest import REPO, register_again
-from tests.serving.conftest import HEADERS, ROLE_KEYS, Proxy, logged, rows, wait_for
+from tests.serving.conftest import HEADERS, ROLE_KEYS, Proxy, logged, rows, split_body, wait_for
 from training.job import TrainingOutcome
 from ui.__main__ import main as ui_main
 from ui.client import ApiError
@@ -227,24 +227,35 @@ def test_challenger_page_shows_the_flips_with_both_versions_reasons(
         assert at.metric[0].label == "Decisions that flip"
 
 
-def test_challenger_page_says_when_a_rollout_is_in_progress(
+def test_challenger_page_shows_a_rollout_in_progress_with_its_figures(
     proxy: Proxy, served: str, *, client: MlflowClient, attrition: TrainingOutcome
 ) -> None:
     canary = register_again(client, attrition, served)
-    client.set_registered_model_alias(served, "canary", canary)
-    client.set_registered_model_tag(served, SHARE_TAG, "30")
+    rollout.start(client, served, canary, steps=[30, 100], every=600, min_rows=10_000, user="ui-test")
 
-    def facts() -> dict[str, Any]:
-        body: dict[str, Any] = httpx.get(f"{proxy.url}/model", headers=HEADERS, timeout=10).json()
-        return body
+    def get(path: str) -> Any:
+        return httpx.get(f"{proxy.url}{path}", headers=HEADERS, timeout=10).json()
 
     try:
-        wait_for(lambda: facts()["canary"] == {"version": int(canary), "share": 30.0}, 180, "the canary")
+        canary_facts = {"version": int(canary), "share": 30.0}
+        wait_for(lambda: get("/model")["canary"] == canary_facts, 180, "the canary")
+        body = split_body(rows(40))
+        answer = httpx.post(f"{proxy.url}/invocations", json=body, headers=HEADERS, timeout=60)
+        assert answer.status_code == 200
+        wait_for(lambda: get("/rollout")["this_step"]["production_requests"] > 0, 30, "the step's figures")
+        found = get("/rollout")
+        assert (found["version"], found["share"], found["step"]) == (int(canary), 30, 1)
+        assert found["steps"] == [30, 100]
+        assert found["by"] == "ui-test" and found["passed"] == []
         with app(proxy.url) as at:
             at.sidebar.radio(key="page").set_value("Challenger").run()
             assert not at.exception
             assert at.warning[0].value.startswith(f"Rollout in progress: version {canary} decides for 30%")
+            assert "Step 1 of 2 (30%, 100%)" in at.warning[0].value
+            table = at.dataframe[0].value
+            assert list(table["status"]) == ["in progress"]
+            assert {"flip rate", "AUC canary"} <= set(table.columns)
     finally:
-        client.delete_registered_model_tag(served, SHARE_TAG)
-        client.delete_registered_model_alias(served, "canary")
-    wait_for(lambda: facts()["canary"] is None, 30, "the canary gone")
+        rollout.abort(client, served, user="ui-test", reason="test over")
+    wait_for(lambda: get("/model")["canary"] is None, 30, "the canary gone")
+    assert httpx.get(f"{proxy.url}/rollout", headers=HEADERS, timeout=10).status_code == 404

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import HTMLResponse
 
-from serving.contracts import ChallengerReport, DriftReport, ModelFacts
+from registry_scripts import live
+from serving.contracts import ChallengerReport, DriftReport, ModelFacts, Rollout
 from serving.documents import model_card
 from serving.documents.reports import latest_summary
+from serving.errors import NotFound
 from serving.proxy.openapi import errors
 from serving.proxy.routes.deps import Reader, RuntimeDep, not_running
 
@@ -27,6 +30,23 @@ async def model(_: Reader, runtime: RuntimeDep) -> ModelFacts:
     return ModelFacts.model_validate(
         {**runtime.backend.info.as_json(), "model_card": "/model/card", "canary": rollout}
     )
+
+
+@router.get("/rollout", responses=errors(401, 404, 503))
+async def rollout(_: Reader, runtime: RuntimeDep) -> Rollout:
+    """The rollout in progress (`registry_scripts rollout`): its plan, and its figures from the log."""
+    plan = runtime.canary.plan
+    if plan is None:
+        raise NotFound(f"no rollout of {runtime.settings.model} is in progress")
+    found = await runtime.on_database(
+        live.figures, model=runtime.settings.model, canary=plan.version, production=plan.production,
+        since=datetime.fromisoformat(plan.step_started_at),
+    )  # fmt: skip
+    return Rollout(
+        **plan.model_dump(include={"version", "production", "steps", "warming", "started_at", "by"}),
+        step_started_at=plan.step_started_at, share=plan.share, step=plan.step + 1, passed=plan.figures,
+        this_step=found.as_dict(),
+    )  # fmt: skip
 
 
 @router.get(
