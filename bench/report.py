@@ -99,30 +99,18 @@ def goals(results: dict[str, Any]) -> list[Goal]:
             1.15,
         ),
         *(
-            [
-                Goal(
-                    "11",
-                    f"{clients} clients, requests/s: shadow scoring on / off (its backend on the same cores)",
-                    load["shadow"]["per_second"] / load["on"]["per_second"],
-                    ">=",
-                    0.8,
-                )
-            ]
-            if "shadow" in load
-            else []
-        ),
-        *(
-            [
-                Goal(
-                    "12",
-                    f"{clients} clients, requests/s: canary at 50% / none (both backends on the same cores)",
-                    load["canary"]["per_second"] / load["on"]["per_second"],
-                    ">=",
-                    0.8,
-                )
-            ]
-            if "canary" in load
-            else []
+            Goal(
+                number,
+                f"{clients} clients, requests/s: {what}",
+                load[arm]["per_second"] / load["on"]["per_second"],
+                ">=",
+                0.8,
+            )
+            for number, arm, what in (
+                ("11", "shadow", "shadow scoring on / off (its backend on the same cores)"),
+                ("12", "canary", "canary at 50% / none (both backends on the same cores)"),
+            )
+            if arm in load
         ),
     ]
 

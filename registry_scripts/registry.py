@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from mlflow.entities.model_registry import ModelVersion
+from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -108,12 +108,17 @@ def from_ms(ms: int) -> str | None:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds") if ms else None
 
 
-def model_aliases(client: MlflowClient, name: str) -> dict[str, str]:
-    """The model's aliases; fails clearly when no registered model has that name."""
+def registered_model(client: MlflowClient, name: str) -> RegisteredModel:
+    """The registered model; fails clearly when none has that name."""
     try:
-        model = client.get_registered_model(name)
+        return client.get_registered_model(name)
     except MlflowException as exc:
         raise RegistryError(f"--model: no registered model named {name!r}") from exc
+
+
+def model_aliases(client: MlflowClient, name: str) -> dict[str, str]:
+    """The model's aliases; fails clearly when no registered model has that name."""
+    model = registered_model(client, name)
     return {alias: str(number) for alias, number in (model.aliases or {}).items()}
 
 
@@ -153,11 +158,7 @@ def aliased(all_versions: list[Version], alias: str) -> Version | None:
 
 def recorded_state(client: MlflowClient, name: str) -> dict[str, int | None] | None:
     """The alias holders the scripts last left; None if they never recorded any."""
-    try:
-        tags = client.get_registered_model(name).tags or {}
-    except MlflowException as exc:
-        raise RegistryError(f"--model: no registered model named {name!r}") from exc
-    raw = tags.get(STATE_TAG)
+    raw = (registered_model(client, name).tags or {}).get(STATE_TAG)
     if raw is None:
         return None
     try:

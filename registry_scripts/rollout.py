@@ -25,7 +25,15 @@ from sqlalchemy import Engine
 
 from registry_scripts import actions, live
 from registry_scripts.errors import RegistryError
-from registry_scripts.registry import aliased, find_version, now, record, set_alias, versions
+from registry_scripts.registry import (
+    aliased,
+    find_version,
+    now,
+    record,
+    registered_model,
+    set_alias,
+    versions,
+)
 
 CANARY = "canary"
 SHARE_TAG = "rollout.share"  # Read by every proxy at each poll.
@@ -74,10 +82,10 @@ def parse_steps(text: str) -> list[float]:
 
 def read_plan(client: MlflowClient, name: str) -> Plan | None:
     """The rollout in progress, or None."""
-    try:
-        tags = client.get_registered_model(name).tags or {}
-    except MlflowException as exc:
-        raise RegistryError(f"--model: no registered model named {name!r}") from exc
+    return _plan_of(name, registered_model(client, name).tags or {})
+
+
+def _plan_of(name: str, tags: dict[str, str]) -> Plan | None:
     raw = tags.get(PLAN_TAG)
     if raw is None:
         return None
@@ -156,17 +164,16 @@ def limits(client: MlflowClient, name: str, number: int) -> dict[str, float | No
 
 def interrupted(client: MlflowClient, name: str, plan: Plan) -> str | None:
     """Why the rollout must stop, when someone else changed the registry under it; else None."""
-    current = read_plan(client, name)
+    model = registered_model(client, name)  # One read a poll: the plan and both aliases.
+    current = _plan_of(name, model.tags or {})
     if current is None or current.version != plan.version:
         return "the rollout was aborted (its plan is gone from the registry)"
-    all_versions = versions(client, name)
-    canary, production = aliased(all_versions, CANARY), aliased(all_versions, "production")
-    if canary is None or canary.number != plan.version:
-        where = f"version {canary.number}" if canary else "no version"
-        return f"@canary was moved by hand to {where}"
-    if production is None or production.number != plan.production:
-        where = f"version {production.number}" if production else "no version"
-        return f"@production was moved by hand to {where}"
+    aliases = model.aliases or {}
+    for alias, expected in ((CANARY, plan.version), ("production", plan.production)):
+        found = aliases.get(alias)
+        if found is None or int(found) != expected:
+            where = f"version {found}" if found is not None else "no version"
+            return f"@{alias} was moved by hand to {where}"
     return None
 
 

@@ -29,7 +29,7 @@ from logstore.spool import Spool
 from registry_scripts.rollout import CANARY, PLAN_TAG, SHARE_TAG, Plan
 from serving.errors import ServingError
 from serving.proxy.backend import Backend
-from serving.proxy.batching import Rows
+from serving.proxy.batching import Batcher, Rows
 from serving.proxy.forwarder import Forwarder
 from serving.proxy.metrics import Metrics
 from serving.proxy.shadow import Shadow
@@ -68,6 +68,7 @@ class Canary:
         metrics: Metrics,
         spool: Spool,
         production: Supervisor,
+        batcher: Batcher | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -78,7 +79,7 @@ class Canary:
         )  # fmt: skip
         self.mirror = Shadow(
             settings, client=client, forwarder=forwarder, metrics=metrics, spool=spool, borrowed=production,
-            calls=metrics.mirror_calls,
+            calls=metrics.mirror_calls, batcher=batcher,
         )  # fmt: skip
         # Promoted: production takes the canary's running backend, whichever of the two notices first.
         self.production = production

@@ -76,7 +76,7 @@ class Runtime:
             )  # fmt: skip
         self.canary = Canary(
             settings, client=client, forwarder=self.forwarder, metrics=self.metrics, spool=self.spool,
-            production=self.supervisor,
+            production=self.supervisor, batcher=self.batcher,
         )  # fmt: skip
         self.dropped_records = 0
         # Reads of the log store get their own threads: a hanging database must not starve the

@@ -68,6 +68,7 @@ class Shadow:
         alias: str | None = None,
         borrowed: Supervisor | None = None,
         calls: Counter | None = None,
+        batcher: Batcher | None = None,
     ) -> None:
         self.settings = settings
         # `borrowed`: another part's backend (the canary's mirror calls production's), never started
@@ -85,8 +86,11 @@ class Shadow:
         self._forwarder = forwarder
         self._metrics = metrics
         self._spool = spool
-        self._batcher: Batcher | None = None
-        if settings.batching:
+        # A borrowed backend's calls go through its lender's batcher (`batcher`): merged into the
+        # lender's own calls, not a second stream of calls waiting for the same worker.
+        self._batcher: Batcher | None = batcher
+        self._own_batcher = batcher is None
+        if settings.batching and batcher is None:
             self._batcher = Batcher(
                 forwarder, slots=settings.backend_workers, max_rows=settings.batch_max_rows,
                 max_wait_seconds=settings.batch_max_wait_ms / 1000, events=_NoBatchEvents(),
@@ -167,7 +171,7 @@ class Shadow:
         for worker in self._workers:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
-        if self._batcher is not None:
+        if self._batcher is not None and self._own_batcher:
             await self._batcher.close()
         if self._own:
             await self.supervisor.close()

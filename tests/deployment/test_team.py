@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pandas as pd
 import pytest
+import yaml
 from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine, text
 
@@ -262,16 +263,27 @@ def test_a_version_copied_to_another_model_in_mlflows_ui_is_judged_on_that_model
     assert client.get_model_version(target, "1").current_stage == "Production"
 
 
+def retrain_with_seed(team: Team, seed: int) -> str:
+    """The shipped attrition config with another search seed, trained as the module's model was."""
+    config = yaml.safe_load((REPO / "training" / "configs" / f"{MODEL}.yaml").read_text())
+    config["search"]["seed"] = seed
+    config["data"]["path"] = str(REPO / "data" / f"{MODEL}.csv")
+    path = team.workdir / f"{MODEL}-seed-{seed}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = team.run("-m", "training", "--config", str(path), "--trials", "2", "--cv-folds", "3")
+    assert done.returncode == 0, done.stderr[-3000:]
+    version = re.search(rf"registered {MODEL} version (\d+)", done.stdout)
+    assert version is not None, done.stdout
+    return version[1]
+
+
 def test_a_rollout_puts_each_person_on_one_version_on_both_replicas_and_reaches_production(
     team: Team, trained: str, balanced: Balanced
 ) -> None:
     client = team.client()
     production = client.get_model_version_by_alias(MODEL, "production")
-    canary = client.create_model_version(
-        MODEL, source=production.source or "", run_id=production.run_id,
-        model_id=(production.source or "").rsplit("/", 1)[-1],
-    ).version  # fmt: skip
-    people = rows(60).assign(employee_id=range(1, 61))
+    canary = retrain_with_seed(team, 7)
+    people = rows(240).assign(employee_id=range(1, 241))
     answered: list[tuple[float, int, str, str]] = []  # (sent at, person, version, replica)
     stop = threading.Event()
 
@@ -308,7 +320,7 @@ def test_a_rollout_puts_each_person_on_one_version_on_both_replicas_and_reaches_
         try:
             done = team.run(
                 "-m", "registry_scripts", "rollout", "--model", MODEL, "--version", str(canary),
-                "--steps", "20,100", "--every", "2s", "--warmup", "60s", "--min-rows", "20",
+                "--steps", "50,100", "--every", "2s", "--warmup", "60s", "--min-rows", "100",
             )  # fmt: skip
             promoted = time.monotonic()
             assert done.returncode == 0, done.stdout + done.stderr

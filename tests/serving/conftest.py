@@ -313,15 +313,23 @@ def spooled(runtime: Runtime) -> list[dict[str, Any]]:
     return [record for segment in runtime.spool.seal() for record in Spool.read(segment)]
 
 
+@contextlib.contextmanager
+def fake_server(threshold: float = 0.5) -> Iterator[FakeBackend]:
+    """A fake model server in a thread of this process, stopped on leaving."""
+    server = FakeBackend(threshold=threshold)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def fake_backend() -> Iterator[FakeBackend]:
     """A fake model server in a thread of this process."""
-    server = FakeBackend()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with fake_server() as server:
+        yield server
 
 
 def fake_process() -> subprocess.Popen[bytes]:

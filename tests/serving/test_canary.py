@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from tests.serving.conftest import (
     count,
     drive,
     fake_process,
+    fake_server,
     logged_request,
     model_info,
     routed_runtime,
@@ -67,11 +67,8 @@ def test_a_share_that_is_no_percentage_is_refused(text: str) -> None:
 @pytest.fixture
 def canary_backend() -> Iterator[FakeBackend]:
     """A second fake model server for the canary; its threshold (0.9) tells its answers apart."""
-    server = FakeBackend(threshold=0.9)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with fake_server(threshold=0.9) as server:
+        yield server
 
 
 def with_canary(runtime: Runtime, server: FakeBackend, share: float) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from tests.serving.conftest import (
     count,
     drive,
     fake_process,
+    fake_server,
     model_info,
     routed_runtime,
     rows,
@@ -40,11 +40,8 @@ BODY = split_body(rows(2).assign(employee_id=[1, 2], Age=[30, 40])[["employee_id
 @pytest.fixture
 def challenger() -> Iterator[FakeBackend]:
     """A second fake model server; its threshold (0.7) tells its answers apart."""
-    server = FakeBackend(threshold=0.7)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with fake_server(threshold=0.7) as server:
+        yield server
 
 
 def shadowed(runtime: Runtime, challenger: FakeBackend | None) -> None:
