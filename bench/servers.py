@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -190,3 +191,77 @@ def backend_url(server: Server) -> str:
     if url is None:
         raise ServerError(f"{server.name} has no backend running:\n{server.tail()}")
     return url
+
+
+@dataclass
+class SparkCluster:
+    """A Spark standalone cluster on loopback: a master and its workers, each its own JVM."""
+
+    master: Server
+    workers: list[Server]
+    port: int
+    workdir: Path  # Logs, and `work/<app>/<executor>/stderr` of every executor.
+
+    @property
+    def url(self) -> str:
+        """What `--master` takes."""
+        return f"spark://127.0.0.1:{self.port}"
+
+    def state(self) -> dict[str, Any]:
+        """The master's own account: workers, running and completed applications."""
+        found: dict[str, Any] = httpx.get(f"{self.master.url}/json/", timeout=10).json()
+        return found
+
+    @property
+    def servers(self) -> list[Server]:
+        """Workers first, then the master."""
+        return [*self.workers, self.master]
+
+    def stop(self) -> None:
+        """Workers first, then the master."""
+        for server in self.servers:
+            server.stop()
+
+
+def spark_cluster(workdir: Path, *, workers: int = 2, cores: int = 1, memory: str = "2g") -> SparkCluster:
+    """Start a standalone master and `workers` workers of `cores` cores each from PySpark; wait for them.
+
+    `spark-class` ships in PySpark's `bin/`; every executor runs this interpreter (`PYSPARK_PYTHON`).
+    """
+    import pyspark  # The Spark extra: only callers that start a cluster need it.
+
+    home = Path(pyspark.__file__).parent
+    workdir.mkdir(parents=True, exist_ok=True)
+    port, ui = free_port(), free_port()
+    env = {
+        "SPARK_HOME": str(home), "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_LOG_DIR": str(workdir), "SPARK_WORKER_DIR": str(workdir / "work"),
+    }  # fmt: skip
+    launch = [str(home / "bin" / "spark-class")]
+    master = Server(
+        "spark-master", f"http://127.0.0.1:{ui}", "/json/",
+        [*launch, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
+         "--webui-port", str(ui)],
+        workdir / "spark-master.log", env,
+    )  # fmt: skip
+    master.start().wait_ready(120)
+    started = []
+    for index in range(workers):
+        worker_ui = free_port()
+        command = [
+            *launch, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", str(cores),
+            "--memory", memory, "--webui-port", str(worker_ui), f"spark://127.0.0.1:{port}",
+        ]  # fmt: skip
+        worker = Server(
+            f"spark-worker-{index}", f"http://127.0.0.1:{worker_ui}", "/json/", command,
+            workdir / f"spark-worker-{index}.log", env,
+        )  # fmt: skip
+        started.append(worker.start())
+    cluster = SparkCluster(master, started, port, workdir)
+    deadline = time.monotonic() + 120
+    while sum(worker["state"] == "ALIVE" for worker in cluster.state()["workers"]) < workers:
+        if time.monotonic() > deadline:
+            cluster.stop()
+            raise ServerError(f"{workers} Spark workers did not register:\n{started[-1].tail()}")
+        time.sleep(0.5)
+    return cluster

@@ -57,6 +57,7 @@ class Job:
     log_store: str | None
     experiment: str
     env_manager: str
+    scorer: str = "arrow"  # Or "spark_udf", MLflow's own (the only one with an isolated environment).
 
     @property
     def uri(self) -> str:
@@ -105,6 +106,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="local",
         choices=["local", "virtualenv", "uv", "conda"],
         help="spark_udf's env_manager: local uses this interpreter on every worker (default)",
+    )
+    parser.add_argument(
+        "--scorer",
+        default="arrow",
+        choices=["arrow", "spark_udf"],
+        help="arrow: each task loads the model and answers Arrow batches (default); spark_udf: MLflow's",
     )
     return parser.parse_args(argv)
 
@@ -168,6 +175,11 @@ def plan_job(args: argparse.Namespace, client: MlflowClient) -> Job:
         if args.stage
         else f"@{args.alias or 'production'}"
     )
+    if args.env_manager != "local" and args.scorer == "arrow":
+        raise BatchFailed(
+            f"--env-manager: {args.env_manager} needs --scorer spark_udf "
+            "(the Arrow path runs in the executors' own interpreter)"
+        )
     if is_local(args.input) and not _local(args.input).exists():
         raise BatchFailed(f"--input: {args.input} does not exist")
     if is_local(args.output) and _local(args.output).exists() and not args.overwrite:
@@ -185,6 +197,7 @@ def plan_job(args: argparse.Namespace, client: MlflowClient) -> Job:
         log_store=args.log_store,
         experiment=args.experiment_name,
         env_manager=args.env_manager,
+        scorer=args.scorer,
     )
 
 

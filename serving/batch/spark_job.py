@@ -1,4 +1,4 @@
-"""The Spark side of a batch job: session, read, score with `spark_udf`, write, move into place."""
+"""The Spark side of a batch job: session, read, score (Arrow path or `spark_udf`), write, move into place."""
 
 from __future__ import annotations
 
@@ -14,14 +14,18 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from py4j.protocol import Py4JError
+from pyspark import cloudpickle
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as sf
+from pyspark.sql import types as st
+from pyspark.sql.pandas.types import to_arrow_type
 from sqlalchemy import Engine
 
 from logstore.database import make_engine, migrate
 from logstore.errors import LogStoreError
 from logstore.settings import LogStoreSettings
+from serving.batch import arrow
 from serving.batch.columns import ColumnMismatch, Plan, plan, result_type
 from serving.batch.log import append_batch, batch_request
 from serving.batch.plan import BatchFailed, Job, input_digest, literal, mlflow_run, spark_message
@@ -117,23 +121,27 @@ def scored_frame(
     except ColumnMismatch as exc:
         raise BatchFailed(f"--input: {exc}") from None
     leave_out = {columns.id_column} | (set() if job.params.get("explain", True) else {"contributions"})
-    reasons = bool(job.params.get("reasons"))
-    try:
-        udf = mlflow.pyfunc.spark_udf(
-            spark,
-            job.uri,
-            result_type=result_type(signature.outputs, leave_out=leave_out, reasons=reasons),
-            params=job.params,
-            env_manager=job.env_manager,
-        )
-    except MlflowException as exc:
-        raise BatchFailed(f"--model: {job.uri}: {exc.message}") from None
+    result = result_type(signature.outputs, leave_out=leave_out, reasons=bool(job.params.get("reasons")))
     inputs = source.select(columns.identifier, *columns.features)
     # A file of few row groups reads as few tasks (some of them empty) and leaves cores idle; spreading
     # its rows costs a shuffle, small beside scoring them (a 200,000-row file otherwise ran on one core).
     tasks = TASKS_PER_CORE * spark.sparkContext.defaultParallelism
     if inputs.rdd.getNumPartitions() < tasks:
         inputs = inputs.repartition(tasks)
+    if job.scorer == "arrow":
+        cloudpickle.register_pickle_by_value(arrow)  # The executors need only the model's requirements.
+        score = arrow.scorer(
+            job.uri, job.params, to_arrow_type(result), SCORED,
+            tracking=mlflow.get_tracking_uri(), registry=mlflow.get_registry_uri(),
+        )  # fmt: skip
+        schema = st.StructType([*inputs.schema.fields, st.StructField(SCORED, result)])
+        return columns, inputs.mapInArrow(score, schema)
+    try:
+        udf = mlflow.pyfunc.spark_udf(
+            spark, job.uri, result_type=result, params=job.params, env_manager=job.env_manager
+        )
+    except MlflowException as exc:
+        raise BatchFailed(f"--model: {job.uri}: {exc.message}") from None
     names = [name for name in inputs.columns if name != columns.id_column]
     return columns, inputs.withColumn(SCORED, udf(sf.struct(*[sf.col(f"`{n}`") for n in names])))
 

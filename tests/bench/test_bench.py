@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+from bench import batch
 from bench.__main__ import parse_args
 from bench.report import goals
 from tests.conftest import POSTGRES_ADMIN, subprocess_env
@@ -186,3 +187,28 @@ def test_bad_log_scale_sizes_are_named(
     with pytest.raises(SystemExit) as stopped:
         log_scale_args(argv)
     assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_batch_report_compares_the_arrow_path_with_one_process_at_each_size() -> None:
+    def side(name: str, rows: int, rate: float, peak: float) -> dict[str, object]:
+        return {"name": name, "rows": rows, "seconds": rows / rate, "rows_per_second": rate,
+                "peak_rss_mib": peak}  # fmt: skip
+
+    sizes = {
+        str(rows): {
+            "in_process": side(f"one process, {rows:,} rows", rows, 20_000.0, 400.0),
+            "arrow": side(f"arrow local[2], {rows:,} rows", rows, 30_000.0, peak),
+            "arrow_cluster": side(f"arrow standalone 2x1, {rows:,} rows", rows, 28_000.0, 3000.0),
+            "spark_udf": side(f"spark_udf local[2], {rows:,} rows", rows, 6_000.0, 2500.0),
+        }
+        for rows, peak in ((1_000_000, 2000.0), (5_000_000, 1900.0))
+    }
+    text = batch.report({
+        "finished_at": "now", "cpus": 2, "command": "python -m bench --batch", "sizes": sizes,
+        "ratio": 1.5, "memory_growth": 0.95,
+        "per_row_us": {"predict": 48.0, "udf_conversion": 105.0, "arrow": 3.0, "columns": 40.0,
+                       "struct": 2.0},
+    })  # fmt: skip
+    assert "| arrow local[2], 5,000,000 rows | 5,000,000 | 166.7 | 30,000 | 1.50 | 1,900 |" in text
+    assert "| spark_udf local[2], 1,000,000 rows | 1,000,000 | 166.7 | 6,000 | 0.30 | 2,500 |" in text
+    assert "**1.50x** (goal >= 1.3x" in text and "**0.95x** (goal <= 1.0x): met" in text

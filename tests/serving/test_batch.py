@@ -1,4 +1,4 @@
-"""Batch scoring on Spark: `spark_udf` with its defaults and `python -m serving.batch` agree with predict."""
+"""Batch scoring on Spark: `spark_udf` and `python -m serving.batch` (both scorers) agree with predict."""
 
 from __future__ import annotations
 
@@ -55,6 +55,15 @@ def assert_same(got: pd.DataFrame, expected: pd.DataFrame, id_column: str) -> No
         mine = dict(pairs)
         assert mine.keys() == theirs.keys()
         assert max(abs(mine[k] - theirs[k]) for k in theirs) <= TOLERANCE
+
+
+def parquet_parts(folder: Path, rows: int) -> tuple[pd.DataFrame, Path]:
+    """The attrition data as a folder of Parquet files of `rows` rows each."""
+    data = pd.read_csv(REPO / "data" / "attrition.csv")
+    folder.mkdir()
+    for i, start in enumerate(range(0, len(data), rows)):
+        data.iloc[start : start + rows].to_parquet(folder / f"part-{i}.parquet")
+    return data, folder
 
 
 def in_process(model: PyFuncModel, csv: Path) -> pd.DataFrame:
@@ -130,11 +139,7 @@ def test_the_command_scores_a_csv_with_missing_values_like_in_process(
 def test_the_command_reads_a_parquet_folder_and_keeps_params(
     spark: SparkSession, attrition: TrainingOutcome, attrition_model: PyFuncModel, tmp_path: Path
 ) -> None:
-    data = pd.read_csv(REPO / "data" / "attrition.csv")
-    folder = tmp_path / "parts"
-    folder.mkdir()
-    for i, start in enumerate(range(0, len(data), 500)):
-        data.iloc[start : start + 500].to_parquet(folder / f"part-{i}.parquet")
+    data, folder = parquet_parts(tmp_path / "parts", 500)
     output = tmp_path / "scored"
     params = '{"top_k": 3, "threshold": 0.5}'
     assert main(["--model", "attrition", "--version", attrition.version, "--input", str(folder),
@@ -154,6 +159,29 @@ def test_the_command_reads_a_parquet_folder_and_keeps_params(
     expected = pd.DataFrame(attrition_model.predict(data, params={"reasons": 2}))
     expected = expected.sort_values("employee_id").reset_index(drop=True)
     assert [[dict(r) for r in found] for found in written["reasons"]] == list(expected["reasons"])
+
+
+@pytest.mark.parametrize(("name", "id_column"), [("attrition", "employee_id"), ("credit", "client_id")])
+def test_the_arrow_path_answers_as_spark_udf_does(
+    spark: SparkSession, request: pytest.FixtureRequest, tmp_path: Path, name: str, id_column: str
+) -> None:
+    """The same rows through both scorers of the command, reason codes and all."""
+    outcome: TrainingOutcome = request.getfixturevalue(name)
+    csv = str(REPO / "data" / f"{name}.csv")
+    for scorer in ("arrow", "spark_udf"):
+        assert main(["--model", name, "--version", outcome.version, "--input", csv, "--scorer", scorer,
+                     "--output", str(tmp_path / scorer), "--params", '{"reasons": 3}']) == 0  # fmt: skip
+    by_arrow, by_udf = (
+        pd.read_parquet(tmp_path / scorer).sort_values(id_column).reset_index(drop=True)
+        for scorer in ("arrow", "spark_udf")
+    )
+    assert list(by_arrow.columns) == list(by_udf.columns)
+    assert_same(by_arrow, by_udf.assign(contributions=[dict(c) for c in by_udf["contributions"]]), id_column)
+    assert (by_arrow["threshold"] == by_udf["threshold"]).all()
+    assert (by_arrow["base_value"] == by_udf["base_value"]).all()
+    assert [[dict(r) for r in found] for found in by_arrow["reasons"]] == [
+        [dict(r) for r in found] for found in by_udf["reasons"]
+    ]
 
 
 def _bad(tmp_path: Path, data: pd.DataFrame, suffix: str = ".csv") -> Path:
@@ -207,6 +235,7 @@ def test_bad_input_stops_with_one_line_and_leaves_nothing(
         (["--input", "nowhere.csv"], "error: --input: nowhere.csv does not exist"),
         (["--input", "{mixed}"], "error: --input: cannot tell the format of"),
         (["--output", "{data}"], "already exists; remove it or pass --overwrite"),
+        (["--env-manager", "virtualenv"], "error: --env-manager: virtualenv needs --scorer spark_udf"),
     ],
 )
 def test_bad_options_stop_before_spark_starts(

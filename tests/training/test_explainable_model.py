@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import shap
+import xgboost as xgb
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PyFuncModel, scoring_server
 
@@ -20,6 +21,7 @@ from tests.conftest import REPO
 from training.explainable_model import SERVING_ENVIRONMENT
 from training.features import encoded_to_raw
 from training.job import TrainingOutcome
+from training.search import FIRST_TRIAL
 
 ATTRITION = pd.read_csv(REPO / "data" / "attrition.csv")
 CREDIT = pd.read_csv(REPO / "data" / "credit.csv")
@@ -120,6 +122,27 @@ def test_contributions_equal_the_shipped_tree_explainer(
     np.testing.assert_allclose(result["base_value"], np.ravel(explainer.expected_value)[0], atol=1e-4)
     probability = pipeline.predict_proba(rows.drop(columns=[rows.columns[0]]))[:, 1]
     np.testing.assert_allclose(result["score"], probability, atol=1e-6)
+
+
+@pytest.mark.parametrize(("frame", "target"), [(ATTRITION, "Attrition"), (CREDIT, "Status")])
+def test_saabas_equals_treeshap_on_stumps_only(frame: pd.DataFrame, target: str) -> None:
+    """`approx_contribs` is exact on boosted stumps (the search's first trial), and not on deeper trees."""
+    features = pd.get_dummies(frame.drop(columns=[frame.columns[0], target]), dtype=float).to_numpy()
+    labels = (frame[target] == frame[target].value_counts().index[-1]).to_numpy()
+    gaps = {}
+    for depth in (1, 3):
+        model = xgb.XGBClassifier(**{**FIRST_TRIAL, "max_depth": depth}, random_state=0).fit(features, labels)
+        rows = xgb.DMatrix(features)
+        exact = model.get_booster().predict(rows, pred_contribs=True)
+        approx = model.get_booster().predict(rows, pred_contribs=True, approx_contribs=True)
+        gaps[depth] = float(np.abs(exact - approx).max())
+    assert gaps[1] < 1e-5 and gaps[3] > 1e-2, gaps  # Float32 rounding only, on every row and feature.
+
+
+def test_the_model_uses_saabas_only_on_stumps(attrition_model: PyFuncModel) -> None:
+    python_model = attrition_model.unwrap_python_model()
+    depths = python_model._booster.trees_to_dataframe().groupby("Tree")["Node"].count()
+    assert python_model._stumps == bool((depths <= 3).all())  # A stump: one split, two leaves.
 
 
 def test_params_threshold_explain_and_top_k(attrition_model: PyFuncModel) -> None:
