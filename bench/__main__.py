@@ -243,10 +243,17 @@ def _load(
     logging.info("load on %s: %d clients for %g s", server.name, clients, seconds)
     before = measure.histogram(server.url, "serving_batch_requests") if batched else {}
     shadowed = measure.counter(server.url, "serving_shadow_calls_total") if shadowing else {}
+    mirrored = measure.counter(server.url, MIRROR) if canary else {}
+    routed = measure.counter(server.url, ARMS, "arm") if canary else {}
     result = measure.load(server.url, singles, clients=clients, seconds=seconds, rss=server.rss_bytes)
     after = measure.histogram(server.url, "serving_batch_requests") if batched else {}
     if shadowing:  # Calls still queued finish after the clients stop: counted once the queue is empty.
         shadowed = measure.shadow_calls(server.url, shadowed, requests=len(result.answered))
+    arms = None
+    if canary:  # Requests each arm answered under this load; a mirror call (or drop) for each canary one.
+        now = measure.counter(server.url, ARMS, "arm")
+        arms = {arm: now.get(arm, 0.0) - routed.get(arm, 0.0) for arm in ("canary", "production")}
+        mirrored = measure.shadow_calls(server.url, mirrored, requests=int(arms["canary"]), metric=MIRROR)
     counted = (
         count_logged(database_url, result.answered, rows_per_request=1, wait_seconds=120) if logged else None
     )
@@ -264,9 +271,14 @@ def _load(
         "logged": logged,
         "merged_calls": measure.merged_calls(before, after) if batched else None,
         "shadow_calls": shadowed or None,
-        "arms": measure.counter(server.url, "serving_canary_requests_total", "arm") if canary else None,
+        "arms": arms,
+        "mirror_calls": mirrored or None,
         "peak_rss_mib": result.peak_rss / report.MIB,
     }  # fmt: skip
+
+
+MIRROR = "serving_canary_mirror_calls_total"
+ARMS = "serving_canary_requests_total"
 
 
 def main(argv: list[str] | None = None) -> int:

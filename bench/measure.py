@@ -242,12 +242,20 @@ def counter(url: str, name: str, label: str = "outcome") -> dict[str, float]:
 
 
 def shadow_calls(
-    url: str, before: dict[str, float], *, requests: int, seconds: float = 120
+    url: str,
+    before: dict[str, float],
+    *,
+    requests: int,
+    seconds: float = 120,
+    metric: str = "serving_shadow_calls_total",
 ) -> dict[str, float]:
-    """Shadow calls made since `before`, by outcome, once every answered request has been accounted for."""
+    """Shadow calls made since `before`, by outcome, once every answered request has been accounted for.
+
+    `metric`: `serving_canary_mirror_calls_total` for the canary's calls to production.
+    """
     deadline = time.monotonic() + seconds
     while True:
-        now = counter(url, "serving_shadow_calls_total")
+        now = counter(url, metric)
         calls = {key: now.get(key, 0.0) - before.get(key, 0.0) for key in ("ok", "failed", "dropped")}
         if sum(calls.values()) >= requests or time.monotonic() > deadline:
             return {**calls, "requests": float(requests)}

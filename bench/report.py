@@ -156,8 +156,14 @@ def _canary_line(run: dict[str, Any]) -> str:
     return (
         f"Canary: of {run['answered']:,} requests answered, {arms.get('canary', 0):,.0f} went to `@canary` "
         f"and {arms.get('production', 0):,.0f} to production (by each person's hashed id; the bench's 200 "
-        "people, each in one arm); each canary answer is scored again by production after the answer, and "
-        "its peak RSS includes the canary's backend."
+        "people, each in one arm); each canary answer is scored again by production after the answer"
+        + (
+            f" ({mirror['ok']:,.0f} were, {mirror['dropped']:,.0f} dropped with the queue full, "
+            f"{mirror['failed']:,.0f} failed)"
+            if (mirror := run.get("mirror_calls"))
+            else ""
+        )
+        + ", and its peak RSS includes the canary's backend."
     )
 
 

@@ -70,6 +70,10 @@ def test_a_tiny_quick_run_measures_everything_and_writes_its_results(tmp_path: P
     assert canary["answered"] > 0 and canary["failed"] == 0 and canary["stored"] == canary["answered"]
     assert canary["arms"]["canary"] > 0 and canary["arms"]["production"] > 0
     assert sum(canary["arms"].values()) == canary["answered"]
+    mirror = canary["mirror_calls"]  # Production scored the canary's answers again, or dropped them.
+    assert mirror["ok"] + mirror["dropped"] + mirror["failed"] == mirror["requests"]
+    assert mirror["requests"] == canary["arms"]["canary"]
+    assert mirror["ok"] > 0 and mirror["failed"] == 0
     shadow = results["load"]["shadow"]  # The same model again as @staging, scored by its own backend.
     assert shadow["answered"] > 0 and shadow["failed"] == 0 and shadow["stored"] == shadow["answered"]
     calls = shadow["shadow_calls"]
