@@ -39,6 +39,12 @@ def _load(uri: str, tracking: str, registry: str) -> PyFuncModel:
     return models[key]
 
 
+def _columnar(python_model: object) -> Callable[..., dict[str, Any]] | None:
+    """The pyfunc's `columns`, or None for a version trained before it had one."""
+    found: Callable[..., dict[str, Any]] | None = getattr(python_model, "columns", None)
+    return found
+
+
 def _struct(answer: dict[str, Any], features: list[str], wanted: pa.StructType) -> pa.StructArray:
     """The answer's columns as the struct Spark expects, in its field order."""
     rows = len(answer["score"])
@@ -67,7 +73,7 @@ def scorer(
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         model = _load(uri, tracking, registry)
         python_model = model.unwrap_python_model()
-        columnar = getattr(python_model, "columns", None)
+        columnar = _columnar(python_model)
         features = list(getattr(python_model, "features", []))
         for batch in batches:
             frame = batch.to_pandas()

@@ -10,11 +10,13 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from mlflow.pyfunc import PyFuncModel
 from mlflow.tracking import MlflowClient
 from sqlalchemy import create_engine, text
 
+from serving.batch import arrow
 from serving.batch.__main__ import main
 from tests.conftest import REPO, subprocess_env
 from training.job import TrainingOutcome
@@ -22,6 +24,9 @@ from training.job import TrainingOutcome
 pytest.importorskip("pyspark", reason="batch scoring needs the Spark extra: pip install -e '.[spark]'")
 from pyspark.sql import SparkSession  # Only once the extra is known to be installed.
 from pyspark.sql import functions as sf
+from pyspark.sql.pandas.types import to_arrow_type
+
+from serving.batch.columns import result_type
 
 TOLERANCE = 1e-9
 
@@ -299,3 +304,28 @@ def test_the_log_store_gets_every_row_under_one_batch_request(
     first = logged["input"].iloc[0]
     assert first["employee_id"] == 1 and "Age" in first and "Attrition" not in first
     assert "log: 1470/1470 rows" in capsys.readouterr().err
+
+
+def test_a_model_without_columns_is_answered_alike_through_its_predict(
+    attrition: TrainingOutcome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version trained before the pyfunc had `columns` gets the same struct, built from `predict`."""
+    uri = f"models:/attrition/{attrition.version}"
+    model = mlflow.pyfunc.load_model(uri)
+    signature = model.metadata.signature
+    assert signature is not None and signature.outputs is not None
+    result = to_arrow_type(result_type(signature.outputs, leave_out={"employee_id"}, reasons=True))
+    data = pd.read_csv(REPO / "data" / "attrition.csv", nrows=200).drop(columns=["Attrition"])
+    rows = pa.RecordBatch.from_pandas(data)
+    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+
+    def scored() -> pa.StructArray:
+        score = arrow.scorer(
+            uri, {"reasons": 2, "top_k": 5}, result, "_scored", tracking=tracking, registry=registry
+        )
+        (batch,) = score(iter([rows]))
+        return batch.column("_scored")
+
+    columnar = scored()
+    monkeypatch.setattr(arrow, "_columnar", lambda python_model: None)
+    assert scored().equals(columnar)
