@@ -232,9 +232,9 @@ class ExplainableClassifier(PythonModel):
     def columns(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """What `predict` answers, a column each, with the contributions as two arrays, not a dict a row.
 
-        `contributions` is (features, values): per row, the indices into `features` of the answered
-        contributions (all of them, or the `top_k` largest first) and their values; for callers that
-        build columnar output (Arrow) without a Python object per value.
+        `contributions` is two arrays of one row per input row: the indices into `features` of the
+        answered contributions (all of them in order, or the `top_k` largest first) and their values;
+        for callers that build columnar output (Arrow) without a Python object per value.
         """
         threshold, explain, top_k, reasons = self._options(params)
         missing = [c for c in self._inputs if c not in model_input.columns]
