@@ -176,7 +176,7 @@ def drift_page(proxy: Proxy, model: dict[str, Any]) -> None:
     st.dataframe(features.sort_values("psi", ascending=False), hide_index=True)
 
 
-def rollout_section(rollout: dict[str, Any], model: dict[str, Any]) -> None:
+def rollout_section(rollout: dict[str, Any]) -> None:
     """The rollout in progress: who decides for whom, and each step's figures from the log."""
     share = (
         "no one yet (its backend is warming up on every replica)"
@@ -214,7 +214,7 @@ def rollout_section(rollout: dict[str, Any], model: dict[str, Any]) -> None:
 def challenger_page(proxy: Proxy, model: dict[str, Any]) -> None:
     """A rollout in progress; the latest comparison of a challenger with the served version, and its flips."""
     if (rollout := proxy.rollout()) is not None:
-        rollout_section(rollout, model)
+        rollout_section(rollout)
     summary = proxy.challenger()
     if summary is None:
         st.info(
