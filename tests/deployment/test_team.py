@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import httpx
 import pandas as pd
@@ -263,12 +264,19 @@ def test_a_version_copied_to_another_model_in_mlflows_ui_is_judged_on_that_model
     assert client.get_model_version(target, "1").current_stage == "Production"
 
 
-def retrain_with_seed(team: Team, seed: int) -> str:
-    """The shipped attrition config with another search seed, trained as the module's model was."""
+def retrain(team: Team, *, seed: int = 42, shuffled: bool = False) -> str:
+    """The shipped attrition config with another seed, or on shuffled labels, trained as the module's was."""
     config = yaml.safe_load((REPO / "training" / "configs" / f"{MODEL}.yaml").read_text())
     config["search"]["seed"] = seed
-    config["data"]["path"] = str(REPO / "data" / f"{MODEL}.csv")
-    path = team.workdir / f"{MODEL}-seed-{seed}.yaml"
+    data = REPO / "data" / f"{MODEL}.csv"
+    if shuffled:  # Noise: the same rows, their labels dealt out at random.
+        frame = pd.read_csv(data)
+        target = config["data"]["target"]
+        frame[target] = frame[target].sample(frac=1.0, random_state=0).to_numpy()
+        data = team.workdir / f"{MODEL}-shuffled.csv"
+        frame.to_csv(data, index=False)
+    config["data"]["path"] = str(data)
+    path = team.workdir / f"{MODEL}-{'shuffled' if shuffled else f'seed-{seed}'}.yaml"
     path.write_text(yaml.safe_dump(config))
     done = team.run("-m", "training", "--config", str(path), "--trials", "2", "--cv-folds", "3")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -277,27 +285,71 @@ def retrain_with_seed(team: Team, seed: int) -> str:
     return version[1]
 
 
-def test_a_rollout_puts_each_person_on_one_version_on_both_replicas_and_reaches_production(
-    team: Team, trained: str, balanced: Balanced
-) -> None:
-    client = team.client()
-    production = client.get_model_version_by_alias(MODEL, "production")
-    canary = retrain_with_seed(team, 7)
-    people = rows(240).assign(employee_id=range(1, 241))
-    answered: list[tuple[float, int, str, str]] = []  # (sent at, person, version, replica)
+PEOPLE = rows(240).assign(employee_id=range(1, 241))
+
+
+@contextmanager
+def people_traffic(balanced: Balanced, clients: int = 4) -> Iterator[list[tuple[float, int, str, str]]]:
+    """One-person requests through nginx, each person's from one client in turn: (sent at, person,
+    version, replica) of every answer; a failed request fails the test when the traffic stops."""
+    answered: list[tuple[float, int, str, str]] = []
     stop = threading.Event()
 
-    def send(offset: int) -> None:  # Each person's requests come from one client, one after another.
+    def send(offset: int) -> None:
         with httpx.Client(base_url=balanced.url, headers=HEADERS, timeout=60) as http:
-            for i in itertools.count(offset, 4):
+            for i in itertools.count(offset, clients):
                 if stop.is_set():
                     return
-                row = people.iloc[[i % len(people)]]
+                row = PEOPLE.iloc[[i % len(PEOPLE)]]
                 sent_at = time.monotonic()
                 answer = http.post("/invocations", json=split_body(row))
                 assert answer.status_code == 200, answer.text
                 answered.append((sent_at, int(row["employee_id"].iloc[0]), answer.headers["X-Model-Version"],
                                  answer.headers["X-Served-By"]))  # fmt: skip
+
+    with ThreadPoolExecutor(clients) as pool:
+        running = [pool.submit(send, offset) for offset in range(clients)]
+        try:
+            yield answered
+        finally:
+            stop.set()
+            for each in running:
+                each.result()
+
+
+def test_a_rollout_of_a_model_trained_on_noise_is_rolled_back_at_its_first_step_on_both_replicas(
+    team: Team, trained: str, balanced: Balanced
+) -> None:
+    client = team.client()
+    production = client.get_model_version_by_alias(MODEL, "production").version
+    noise = retrain(team, shuffled=True)
+    with people_traffic(balanced) as answered:
+        done = team.run(
+            "-m", "registry_scripts", "rollout", "--model", MODEL, "--version", noise,
+            "--steps", "50,100", "--every", "2s", "--warmup", "60s", "--min-rows", "100",
+        )  # fmt: skip
+        rolled_back = time.monotonic()
+        time.sleep(4)  # Longer than a poll: every replica is back on production.
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "step 1 FAILED: " in done.stdout and "flip rate" in done.stdout, done.stdout
+    assert "rolled back" in done.stdout, done.stdout
+    assert client.get_model_version_by_alias(MODEL, "production").version == production
+    assert "canary" not in client.get_registered_model(MODEL).aliases
+    canaried = {replica for _, _, version, replica in answered if version == noise}
+    assert canaried == set(balanced.by_address())  # Both replicas sent people to it; after, neither did.
+    assert {version for sent, _, version, _ in answered if sent > rolled_back + 2} == {production}
+    entries = json.loads(client.get_model_version(MODEL, noise).tags["audit.history"])
+    assert entries[-1]["action"] == "rolled back from the canary at 50%" and entries[-1]["live"]["flips"] > 0
+    FIGURES["noise_rollout"] = {"requests": len(answered), "output": done.stdout.splitlines()}
+
+
+def test_a_rollout_puts_each_person_on_one_version_on_both_replicas_and_reaches_production(
+    team: Team, trained: str, balanced: Balanced
+) -> None:
+    client = team.client()
+    production = client.get_model_version_by_alias(MODEL, "production")
+    canary = retrain(team, seed=7)
+    stop = threading.Event()
 
     ready: dict[str, float] = {}  # When each replica's canary backend answered.
     shared: list[float] = []  # When the first share was written, once the warm-up was over.
@@ -314,8 +366,7 @@ def test_a_rollout_puts_each_person_on_one_version_on_both_replicas_and_reaches_
                 shared.append(time.monotonic())
             time.sleep(0.2)
 
-    with ThreadPoolExecutor(5) as pool:
-        clients = [pool.submit(send, offset) for offset in range(4)]
+    with ThreadPoolExecutor(1) as pool, people_traffic(balanced) as answered:
         watcher = pool.submit(watch)
         try:
             done = team.run(
@@ -328,8 +379,6 @@ def test_a_rollout_puts_each_person_on_one_version_on_both_replicas_and_reaches_
         finally:
             stop.set()
             watcher.result()
-            for running in clients:
-                running.result()
     assert "step 1 passed" in done.stdout and "step 2 passed" in done.stdout, done.stdout
     assert client.get_model_version_by_alias(MODEL, "production").version == canary
     assert "canary" not in client.get_registered_model(MODEL).aliases
