@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,8 @@ import pyarrow as pa
 import pytest
 from mlflow.pyfunc import PyFuncModel
 from mlflow.tracking import MlflowClient
+from mlflow.tracking._model_registry import utils as registry_utils
+from mlflow.tracking._tracking_service import utils as tracking_utils
 from sqlalchemy import create_engine, text
 
 from serving.batch import arrow
@@ -318,6 +322,15 @@ def test_a_model_without_columns_is_answered_alike_through_its_predict(
     data = pd.read_csv(REPO / "data" / "attrition.csv", nrows=200).drop(columns=["Attrition"])
     rows = pa.RecordBatch.from_pandas(data)
     tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    # The scorer sets MLflow's URIs (globals and environment) as an executor must; here, in the test's
+    # own process, everything it sets is put back afterwards, or later commands would inherit them.
+    monkeypatch.setattr(registry_utils, "_registry_uri", registry_utils._registry_uri)
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))  # Recorded as it was: set, or absent.
+        if not os.environ[name]:
+            monkeypatch.delenv(name)
+    monkeypatch.setitem(sys.modules, arrow.CACHE, types.ModuleType(arrow.CACHE))
 
     def scored() -> pa.StructArray:
         score = arrow.scorer(
