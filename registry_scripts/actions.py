@@ -70,7 +70,7 @@ def promote(
             gates.check_metric(client, candidate, current, tolerance),
             gates.check_baseline(client, candidate),
             gates.check_live_shadow(client, name, candidate, current),
-            gates.check_fairness(candidate),
+            gates.check_fairness(client, name, candidate, current),
         ]
         blocking = [r for r in results if not r.passed and not (force and r.overridable)]
         if blocking:

@@ -53,6 +53,12 @@ class FairnessPolicy(_Strict):
     # Smaller groups are shown but left out of the ratio and the difference: their rates are noise.
     min_group_rows: int = Field(default=20, ge=1)
     gate: Literal["warn", "refuse"] = "warn"  # What the promotion gate does with a flagged attribute.
+    # What the gate judges: the holdout at training, the latest `monitoring fairness` report on live traffic
+    # (the candidate's own shadowed rows, else its predecessor's in Production), or both.
+    gate_on: Literal["holdout", "live", "both"] = "holdout"
+    # Opt-in at training: `reweigh` weights the training rows so that the outcome is independent of the
+    # attributes' groups (Kamiran and Calders); the model still never sees the attributes.
+    mitigation: Literal["none", "reweigh"] = "none"
 
 
 def metric_key(attribute: str, figure: str) -> str:

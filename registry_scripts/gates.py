@@ -160,16 +160,16 @@ def _promotion_policy(candidate: Version) -> dict[str, float]:
     return policy
 
 
-def latest_comparison(client: MlflowClient, name: str, candidate: Version) -> Run | None:
-    """The newest `python -m monitoring compare` run of this version as the challenger."""
-    if not candidate.run_id:
+def latest_report(client: MlflowClient, kind: str, name: str, version: Version) -> Run | None:
+    """The newest `python -m monitoring <kind>` run of this version (`compare`: as the challenger)."""
+    if not version.run_id:
         return None
     try:
-        experiment = client.get_run(candidate.run_id).info.experiment_id
+        experiment = client.get_run(version.run_id).info.experiment_id
         found = client.search_runs(
             [experiment],
-            f"tags.monitoring = 'compare' and tags.model_name = {access.quoted(name)} "
-            f"and tags.model_version = '{candidate.number}'",
+            f"tags.monitoring = {access.quoted(kind)} and tags.model_name = {access.quoted(name)} "
+            f"and tags.model_version = '{version.number}'",
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
@@ -184,7 +184,7 @@ def check_live_shadow(
     """The candidate's shadow comparison against the production version: rows, errors, flips, realised AUC."""
     gate = "live-shadow"
     require = candidate.tags.get("promotion.require_shadow") == "true"
-    found = latest_comparison(client, name, candidate)
+    found = latest_report(client, "compare", name, candidate)
     against = found.data.tags.get("champion_version") if found else None
     if found is None or current is None or against != str(current.number):
         missing = (
@@ -223,17 +223,59 @@ def check_live_shadow(
     )
 
 
-def check_fairness(candidate: Version) -> GateResult:
-    """The candidate's holdout figures by group pass the four-fifths rule, or its config says to warn."""
+def _live_fairness(
+    client: MlflowClient, name: str, candidate: Version, current: Version | None
+) -> tuple[list[str] | None, str]:
+    """The latest live fairness report's flagged attributes and one line; None without a report.
+
+    The candidate's own report where it served traffic (a canary), else its predecessor's in Production:
+    how the service treats the people it actually scores, which the holdout may not resemble.
+    """
+    for version in (candidate, current):
+        found = latest_report(client, "fairness", name, version) if version is not None else None
+        if found is None or version is None:
+            continue
+        flagged = [item for item in found.data.tags.get("flagged", "none").split(",") if item != "none"]
+        ratios = ", ".join(
+            f"{key.removesuffix('.demographic_parity_ratio')} {value:.3f}"
+            for key, value in sorted(found.data.metrics.items())
+            if key.endswith(".demographic_parity_ratio")
+        )
+        return flagged, (
+            f"live report {found.info.run_id} of version {version.number} "
+            f"({found.data.metrics.get('rows', 0):.0f} rows; demographic-parity ratios {ratios or 'n/a'})"
+        )
+    against = f" or of production version {current.number}" if current is not None else ""
+    return None, f"no `python -m monitoring fairness` report of version {candidate.number}{against}"
+
+
+def check_fairness(
+    client: MlflowClient, name: str, candidate: Version, current: Version | None
+) -> GateResult:
+    """The four-fifths rule on the holdout, on live traffic, or both (`fairness.gate_on`); refuse or warn."""
     gate = "fairness"
     summary = fairness.recorded(candidate.run_id) if candidate.run_id else None
     if summary is None:
         return GateResult(gate, True, "not assessed: the training config names no protected attributes")
     policy = summary["policy"]
-    lines = "; ".join(fairness.describe(item, policy["min_ratio"]) for item in summary["attributes"])
-    if not summary["flagged"]:
-        return GateResult(gate, True, f"holdout {lines}", overridable=True)
-    failed = f"{', '.join(summary['flagged'])} under the four-fifths rule on the holdout ({lines})"
+    judged = policy.get("gate_on", "holdout")  # Versions trained before `gate_on` judged the holdout.
+    findings, lines = [], []
+    if judged in ("holdout", "both"):
+        said = "; ".join(fairness.describe(item, policy["min_ratio"]) for item in summary["attributes"])
+        lines.append(f"holdout {said}")
+        if summary["flagged"]:
+            findings.append(f"{', '.join(summary['flagged'])} under the four-fifths rule on the holdout")
+    if judged in ("live", "both"):
+        flagged, said = _live_fairness(client, name, candidate, current)
+        lines.append(said)
+        if flagged is None:
+            findings.append(f"no live figures: {said}; run it on the logged traffic first")
+        elif flagged:
+            findings.append(f"{', '.join(flagged)} under the four-fifths rule on live traffic")
+    detail = "; ".join(lines)
+    if not findings:
+        return GateResult(gate, True, detail, overridable=True)
+    failed = f"{'; '.join(findings)} ({detail})"
     if policy["gate"] == "refuse":
         return GateResult(gate, False, f"{failed}; the config's fairness.gate is refuse", overridable=True)
     return GateResult(

@@ -6,7 +6,15 @@ from pathlib import Path
 from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from registry_scripts.cli import problems
@@ -59,7 +67,7 @@ class PromotionConfig(_Strict):
 
     require_shadow: bool = False  # Without a comparison the gate refuses (not only warns); --force overrides.
     min_shadow_rows: int = Field(default=500, ge=1)
-    # Retrains of the same data with other seeds flip 7.7-9.9% of decisions (full budget, both datasets).
+    # Retrains of the same data with other seeds flip 6.9-10.1% of decisions (full budget, both datasets).
     max_flip_rate: float = Field(default=0.15, ge=0.0, le=1.0)
     min_labelled: int = Field(default=100, ge=10)  # Labelled rows from which realised ROC AUC counts.
     auc_tolerance: float = Field(default=0.01, ge=0.0, le=0.5)
@@ -68,7 +76,7 @@ class PromotionConfig(_Strict):
 class RolloutConfig(_Strict):
     """What `python -m registry_scripts rollout` asks of each step: the canary against production."""
 
-    # As the live-shadow gate: retrains with other seeds flip 7.7-9.9% of decisions (both datasets).
+    # As the live-shadow gate: retrains with other seeds flip 6.9-10.1% of decisions (both datasets).
     max_flip_rate: float = Field(default=0.15, ge=0.0, le=1.0)
     # PSI of the canary's scores against production's on the same rows: reported, judged only when set. A
     # retrain with another seed measured 0.90 on 42 rows while flipping 4.8% of decisions: its scores sit
@@ -153,6 +161,29 @@ class UseCaseConfig(_Strict):
     reasons: ReasonsConfig | None = None  # Without it the model refuses the `reasons` param.
     card: CardConfig = CardConfig()
     fairness: FairnessPolicy | None = None  # Protected attributes: figures by group at training and a gate.
+    # Columns the model must not take as inputs (drop them in `data.drop_columns`): training stops on one
+    # unless `protected_inputs` gives it a written justification, which the model card prints.
+    protected: tuple[str, ...] = ()
+    protected_inputs: dict[str, Annotated[str, Field(min_length=20, max_length=2000)]] = Field(
+        default_factory=dict
+    )
+
+    @field_validator("protected_inputs")
+    @classmethod
+    def _justified_are_protected(cls, justified: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        stray = [name for name in justified if name not in info.data.get("protected", ())]
+        if stray:
+            raise PydanticCustomError("protected_inputs", "{name} is not in `protected`", {"name": stray[0]})
+        return justified
+
+    def check_protected(self, inputs: list[str]) -> None:
+        """Stop if a protected attribute is a model input without a written justification."""
+        for name in self.protected:
+            if name in inputs and name not in self.protected_inputs:
+                raise ConfigError(
+                    f"protected: {name!r} is a model input: add it to data.drop_columns, or justify its use "
+                    f"in protected_inputs.{name}"
+                )
 
     @property
     def experiment_name(self) -> str:

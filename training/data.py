@@ -49,6 +49,16 @@ class Dataset:
         """Columns one-hot encoded."""
         return [f.name for f in self.schema if f.categorical]
 
+    @property
+    def monitored(self) -> tuple[Feature, ...]:
+        """Protected attributes the model does not take: clients may send them, for fairness monitoring."""
+        inputs = {f.name for f in self.schema}
+        return tuple(
+            Feature(name=str(c), type=_column_type(self.sensitive[c]), categorical=False)
+            for c in self.sensitive.columns
+            if c not in inputs
+        )
+
 
 def file_sha256(path: Path) -> str:
     """Content hash that identifies exactly which data a model saw."""

@@ -30,7 +30,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 
 from registry_scripts import fairness
-from training import model_card, plots
+from training import model_card, plots, protected
 from training.config import SearchConfig, UseCaseConfig, format_validation_error
 from training.data import Dataset, load_dataset
 from training.errors import ConfigError
@@ -44,6 +44,7 @@ MODEL_CODE = Path(__file__).with_name("explainable_model.py")
 MODEL_REQUIREMENTS = ("mlflow", "xgboost", "shap", "scikit-learn", "pandas", "numpy", "joblib")
 REFERENCE_ROWS = 1000
 CARD_DIR = "model_card"  # In the training run: model_card.md and model_card.html.
+PROXIES_ARTIFACT = "fairness/proxies.json"  # How well the inputs predict each protected attribute.
 DEFAULT_EXPERIMENT_ID = "0"  # Where `mlflow run` puts a run when not told an experiment.
 # Key metrics copied onto the model version, where the registry UI and the gates read them.
 VERSION_TAG_METRICS = (
@@ -119,6 +120,8 @@ def git_commit() -> str:
 def _signature(dataset: Dataset, id_type: str, threshold: float) -> ModelSignature:
     columns: list[ColSpec | TensorSpec] = [ColSpec(feature.type, feature.name) for feature in dataset.schema]
     columns.append(ColSpec(id_type, dataset.ids.name, required=False))
+    # Accepted and logged, never used by the model: what `monitoring fairness` groups live decisions by.
+    columns += [ColSpec(feature.type, feature.name, required=False) for feature in dataset.monitored]
     params = ParamSchema(
         [
             ParamSpec("threshold", "double", threshold),
@@ -211,6 +214,7 @@ class Split:
     y_train: np.ndarray
     y_hold: np.ndarray
     ids_hold: pd.Series
+    sensitive_train: pd.DataFrame  # The training rows' protected attributes.
     sensitive_hold: pd.DataFrame  # The holdout rows' protected attributes.
 
 
@@ -246,11 +250,11 @@ class Explained:
 
 
 def _split(dataset: Dataset, search: SearchConfig) -> Split:
-    X_train, X_hold, y_train, y_hold, _, ids_hold, _, sensitive_hold = train_test_split(
+    X_train, X_hold, y_train, y_hold, _, ids_hold, sensitive_train, sensitive_hold = train_test_split(
         dataset.features, dataset.target, dataset.ids, dataset.sensitive,
         test_size=search.holdout_fraction, stratify=dataset.target, random_state=search.seed,
     )  # fmt: skip
-    return Split(X_train, X_hold, y_train, y_hold, ids_hold, sensitive_hold)
+    return Split(X_train, X_hold, y_train, y_hold, ids_hold, sensitive_train, sensitive_hold)
 
 
 def _log_inputs(config: UseCaseConfig, dataset: Dataset, split: Split, search: SearchConfig) -> str:
@@ -283,14 +287,18 @@ def _log_inputs(config: UseCaseConfig, dataset: Dataset, split: Split, search: S
 
 
 def _search_and_threshold(
-    config: UseCaseConfig, dataset: Dataset, split: Split, search: SearchConfig, cv: StratifiedKFold
+    config: UseCaseConfig,
+    dataset: Dataset,
+    split: Split,
+    cv: StratifiedKFold,
+    weights: np.ndarray | None,
 ) -> Searched:
     """Tune by out-of-fold ROC AUC, then pick the cost-optimal threshold on the out-of-fold scores."""
-    numeric, categorical = dataset.numeric, dataset.categorical
+    numeric, categorical, search = dataset.numeric, dataset.categorical, config.search
     log.info("searching %d trials with %d-fold stratified CV", search.trials, search.cv_folds)
     result = tune(
         split.X_train, split.y_train, numeric, categorical, trials=search.trials, cv=cv, seed=search.seed,
-        on_trial=lambda n, _p, auc: mlflow.log_metric("trial_cv_roc_auc", auc, step=n),
+        sample_weight=weights, on_trial=lambda n, _p, auc: mlflow.log_metric("trial_cv_roc_auc", auc, step=n),
     )  # fmt: skip
     mlflow.log_params({f"xgb_{key}": value for key, value in result.params.items()})
     threshold = choose_threshold(split.y_train, result.oof_scores, config.costs)
@@ -301,12 +309,12 @@ def _search_and_threshold(
 
 
 def _evaluate(
-    config: UseCaseConfig, dataset: Dataset, split: Split, search: SearchConfig, searched: Searched
+    config: UseCaseConfig, dataset: Dataset, split: Split, searched: Searched, weights: np.ndarray | None
 ) -> Evaluated:
-    """Fit the final pipeline and the baseline; CV and holdout metrics of both, logged."""
+    """Fit the final pipeline (with the search's weights) and the baseline; CV and holdout metrics of both."""
     numeric, categorical, costs = dataset.numeric, dataset.categorical, config.costs
-    model = xgb_pipeline(numeric, categorical, searched.result.params, search.seed)
-    model.fit(split.X_train, split.y_train)
+    model = xgb_pipeline(numeric, categorical, searched.result.params, config.search.seed)
+    model.fit(split.X_train, split.y_train, **({} if weights is None else {"model__sample_weight": weights}))
     baseline = baseline_pipeline(numeric, categorical).fit(split.X_train, split.y_train)
     hold_scores = model.predict_proba(split.X_hold)[:, 1]
     baseline_hold = baseline.predict_proba(split.X_hold)[:, 1]
@@ -358,6 +366,39 @@ def _assess_fairness(config: UseCaseConfig, split: Split, evaluated: Evaluated) 
         if item["flagged"]:
             log.warning("%s: holdout %s", config.model_name, fairness.describe(item, policy.min_ratio))
     return summary
+
+
+def _mitigation(config: UseCaseConfig, split: Split) -> np.ndarray | None:
+    """The training rows' weights when the config switches reweighing on; None otherwise."""
+    policy = config.fairness
+    if policy is None:
+        return None
+    mlflow.log_param("fairness.mitigation", policy.mitigation)
+    if policy.mitigation == "none":
+        return None
+    weights = protected.reweighing(split.sensitive_train.reset_index(drop=True), split.y_train, policy)
+    log.info("reweighing training rows by group: weights %.3f to %.3f", weights.min(), weights.max())
+    return weights
+
+
+def _assess_proxies(config: UseCaseConfig, dataset: Dataset, split: Split) -> dict[str, Any] | None:
+    """How well the inputs predict each protected attribute on the training rows, logged."""
+    if config.fairness is None:
+        return None
+    found = protected.proxies(
+        split.X_train.reset_index(drop=True), split.sensitive_train.reset_index(drop=True),
+        numeric=dataset.numeric, categorical=dataset.categorical, policy=config.fairness,
+        seed=config.search.seed,
+    )  # fmt: skip
+    mlflow.log_dict(found, PROXIES_ARTIFACT)
+    mlflow.log_metrics(
+        {
+            f"fairness.{fairness.metric_key(name, 'proxy_roc_auc')}": item["all_inputs"]
+            for name, item in found["attributes"].items()
+            if item["all_inputs"] is not None
+        }
+    )
+    return found
 
 
 def _explain(dataset: Dataset, split: Split, evaluated: Evaluated) -> Explained:
@@ -524,6 +565,7 @@ def _card_facts(
     explained: Explained,
     metrics: dict[str, float],
     fairness_summary: dict[str, Any] | None,
+    proxies: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """What the run knows that the model card says."""
     return {
@@ -543,6 +585,13 @@ def _card_facts(
         "params": searched.result.params,
         "additivity": explained.additivity,
         "fairness": fairness_summary,
+        "protected": {
+            "attributes": list(config.protected),
+            "justified_inputs": dict(config.protected_inputs),
+            "monitored": [feature.name for feature in dataset.monitored],
+            "mitigation": config.fairness.mitigation if config.fairness else "none",
+            "proxies": proxies,
+        },
     }  # fmt: skip
 
 
@@ -571,8 +620,9 @@ def train(
         len(dataset.schema), 100 * dataset.target.mean(), dataset.positive_label,
     )  # fmt: skip
     inputs = [feature.name for feature in dataset.schema]
+    config.check_protected(inputs)  # Like a bad catalogue, this stops before any run is made.
     if config.reasons is not None:
-        config.reasons.check(inputs)  # A bad catalogue stops before any run is made.
+        config.reasons.check(inputs)
     else:
         log.warning(
             "%s: no `reasons:` catalogue: the model will refuse the `reasons` param", config.model_name
@@ -580,9 +630,11 @@ def train(
     split = _split(dataset, search)
     with _training_run(config) as run:
         commit = _log_inputs(config, dataset, split, search)
-        searched = _search_and_threshold(config, dataset, split, search, folds(search.cv_folds, search.seed))
-        evaluated = _evaluate(config, dataset, split, search, searched)
+        weights = _mitigation(config, split)
+        searched = _search_and_threshold(config, dataset, split, folds(search.cv_folds, search.seed), weights)
+        evaluated = _evaluate(config, dataset, split, searched, weights)
         assessed = _assess_fairness(config, split, evaluated)
+        proxies = _assess_proxies(config, dataset, split)
         explained = _explain(dataset, split, evaluated)
         # The decision and its words, written once: the pyfunc's artifacts and the model's metadata.
         decision = {
@@ -608,7 +660,7 @@ def train(
         _register(config, dataset, version, metrics=metrics, commit=commit, baseline=baseline)
         facts = _card_facts(
             config, dataset, split, searched=searched, explained=explained, metrics=metrics,
-            fairness_summary=assessed,
+            fairness_summary=assessed, proxies=proxies,
         )  # fmt: skip
         _log_card(
             config, {**facts, "version": version, "run_id": run.info.run_id, "git_commit": commit,

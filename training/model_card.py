@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from registry_scripts.fairness import figure
+from training.protected import describe as describe_proxies
 
 Rows = list[tuple[str, str]]
 
@@ -57,6 +58,32 @@ def _per_group(summary: dict[str, Any] | None) -> Section:
         + " a version that fails it."
     )
     return Section(title, rows, (note,))
+
+
+def _protected(facts: dict[str, Any]) -> Section:
+    """The protected attributes the model may use and why, the mitigation, and the inputs that proxy them."""
+    title = "Protected attributes"
+    found = facts.get("protected") or {}
+    names, justified = found.get("attributes", []), found.get("justified_inputs", {})
+    rows: Rows = [
+        ("protected", ", ".join(names) or "none named (`protected:`)"),
+        ("used as inputs", ", ".join(justified) or "none"),
+        *((f"why {name} is an input", reason) for name, reason in justified.items()),
+        ("accepted for monitoring only", ", ".join(found.get("monitored", [])) or "none"),
+        ("mitigation at training", found.get("mitigation", "none")),
+    ]
+    paragraphs = []
+    proxies = found.get("proxies")
+    if proxies:
+        rows += [(f"proxies of {name}", said) for name, said in describe_proxies(proxies)]
+        paragraphs.append(
+            f"Proxies: how well the model's inputs predict each protected attribute's groups on the training "
+            f"rows ({proxies['folds']}-fold cross-validated one-vs-rest ROC AUC, averaged over groups: 0.5 "
+            f"tells nothing, 1.0 names the group; from {proxies['strong']:g} an input stands in for the "
+            "attribute well). A model without the attribute can still treat its groups differently through "
+            "them."
+        )
+    return Section(title, rows, tuple(paragraphs))
 
 
 def sections(facts: dict[str, Any]) -> list[Section]:
@@ -112,6 +139,7 @@ def sections(facts: dict[str, Any]) -> list[Section]:
             ("The threshold minimises the business cost per case on out-of-fold scores.",),
         ),
         _per_group(facts.get("fairness")),
+        _protected(facts),
         Section(
             "Explanations",
             [("method", "exact TreeSHAP (XGBoost's pred_contribs), in log-odds, one-hot columns summed back"),

@@ -82,9 +82,16 @@ def folds(n_folds: int, seed: int) -> StratifiedKFold:
     return StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
 
 
-def oof_scores(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, cv: StratifiedKFold) -> np.ndarray:
-    """Out-of-fold probabilities of the positive class."""
-    return cross_val_predict(pipeline, X, y, cv=cv, method="predict_proba")[:, 1]
+def oof_scores(
+    pipeline: Pipeline,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    cv: StratifiedKFold,
+    sample_weight: np.ndarray | None = None,
+) -> np.ndarray:
+    """Out-of-fold probabilities of the positive class; each fold fitted with its rows' weights if given."""
+    params = {} if sample_weight is None else {"model__sample_weight": sample_weight}
+    return cross_val_predict(pipeline, X, y, cv=cv, method="predict_proba", params=params)[:, 1]
 
 
 def tune(
@@ -96,6 +103,7 @@ def tune(
     trials: int,
     cv: StratifiedKFold,
     seed: int,
+    sample_weight: np.ndarray | None = None,
     on_trial: Callable[[int, dict[str, Any], float], object] | None = None,
 ) -> SearchResult:
     """TPE search maximising out-of-fold ROC AUC."""
@@ -104,7 +112,7 @@ def tune(
 
     def objective(trial: optuna.Trial) -> float:
         params = _suggest(trial, imbalance)
-        scores = oof_scores(xgb_pipeline(numeric, categorical, params, seed), X, y, cv)
+        scores = oof_scores(xgb_pipeline(numeric, categorical, params, seed), X, y, cv, sample_weight)
         auc = float(roc_auc_score(y, scores))
         if not best or auc > best["auc"]:
             best.update(auc=auc, params=params, scores=scores)

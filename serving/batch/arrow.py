@@ -20,6 +20,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 from mlflow.pyfunc import PyFuncModel
 
 # Spark runs a task's function in a Python worker it reuses for later tasks, but rebuilds this
@@ -61,6 +63,96 @@ def _struct(answer: dict[str, Any], features: list[str], wanted: pa.StructType) 
     return pa.StructArray.from_arrays(arrays, fields=list(wanted))
 
 
+def _answers(
+    uri: str, params: dict[str, Any], result: pa.StructType, tracking: str, registry: str
+) -> Callable[[pa.RecordBatch], pa.StructArray]:
+    """A function from an input batch to its answers' struct, with the model loaded in this worker."""
+    model = _load(uri, tracking, registry)
+    python_model = model.unwrap_python_model()
+    columnar = _columnar(python_model)
+    features = list(getattr(python_model, "features", []))
+
+    def answer(batch: pa.RecordBatch) -> pa.StructArray:
+        frame = batch.to_pandas()
+        if columnar is not None:
+            return _struct(columnar(frame, params), features, result)
+        predicted = pd.DataFrame(model.predict(frame, params=params))
+        return pa.StructArray.from_arrays(
+            [pa.array(predicted[field.name].tolist(), field.type) for field in result], fields=list(result)
+        )
+
+    return answer
+
+
+def can_write(location: str) -> bool:
+    """Whether pyarrow reaches `location` (local, S3, GCS, HDFS...) as the executors would."""
+    try:
+        pafs.FileSystem.from_uri(location)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError):
+        return False
+    return True
+
+
+def mark_done(folder: str) -> None:
+    """Leave the empty `_SUCCESS` file that Spark's own writer leaves in a finished output."""
+    fs, base = pafs.FileSystem.from_uri(folder)
+    fs.open_output_stream(f"{base}/_SUCCESS").close()
+
+
+def writer(
+    uri: str,
+    params: dict[str, Any],
+    result: pa.StructType,
+    schema: pa.Schema,
+    *,
+    folder: str,
+    id_column: str,
+    constants: dict[str, Any],
+    tracking: str,
+    registry: str,
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The function `mapInArrow` runs on each task: score its rows and write them as one Parquet file.
+
+    The file (`schema`: the id, the answer's fields, then `constants`) is named by the task's partition,
+    written aside and moved into `folder` when whole, so a retried task replaces its own file; the task
+    answers one row, its partition and row count. Spark converts nothing: its writer would turn every
+    contribution into a JVM row value before writing it.
+    """
+
+    def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext  # On the executor, inside a task.
+
+        answer = _answers(uri, params, result, tracking, registry)
+        fs, base = pafs.FileSystem.from_uri(folder)
+        fs.create_dir(base, recursive=True)  # Spark's writer makes it; pyarrow's leaves it to us.
+        context = TaskContext.get()
+        part = context.partitionId() if context is not None else 0
+        path = f"{base}/part-{part:05d}.parquet"
+        aside = f"{base}/.part-{part:05d}.parquet.incomplete"
+        rows, out = 0, None
+        try:
+            for batch in batches:
+                answered = answer(batch)
+                size = batch.num_rows
+                fixed = [pa.array([value] * size, schema.field(key).type) for key, value in constants.items()]
+                table = pa.Table.from_arrays(
+                    [batch.column(id_column), *answered.flatten(), *fixed], schema=schema
+                )
+                out = out or pq.ParquetWriter(aside, schema, filesystem=fs)
+                out.write_table(table)
+                rows += size
+        finally:
+            if out is not None:
+                out.close()
+        if out is not None:
+            fs.move(aside, path)
+        yield pa.RecordBatch.from_arrays(
+            [pa.array([part], pa.int32()), pa.array([rows], pa.int64())], ["part", "rows"]
+        )
+
+    return score
+
+
 def scorer(
     uri: str, params: dict[str, Any], result: pa.StructType, column: str, *, tracking: str, registry: str
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
@@ -71,20 +163,8 @@ def scorer(
     """
 
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        model = _load(uri, tracking, registry)
-        python_model = model.unwrap_python_model()
-        columnar = _columnar(python_model)
-        features = list(getattr(python_model, "features", []))
+        answer = _answers(uri, params, result, tracking, registry)
         for batch in batches:
-            frame = batch.to_pandas()
-            if columnar is not None:
-                answer = _struct(columnar(frame, params), features, result)
-            else:
-                predicted = pd.DataFrame(model.predict(frame, params=params))
-                answer = pa.StructArray.from_arrays(
-                    [pa.array(predicted[field.name].tolist(), field.type) for field in result],
-                    fields=list(result),
-                )
-            yield pa.RecordBatch.from_arrays([*batch.columns, answer], [*batch.schema.names, column])
+            yield pa.RecordBatch.from_arrays([*batch.columns, answer(batch)], [*batch.schema.names, column])
 
     return score

@@ -97,23 +97,30 @@ def _converted(name: str, found: st.DataType, wanted: st.DataType) -> Column:
     )
 
 
-def plan(found: st.StructType, inputs: Schema) -> Plan:
-    """Each input the model takes, by name, converted to its signature type; `ColumnMismatch` if not."""
+def plan(found: st.StructType, inputs: Schema, outputs: Schema) -> Plan:
+    """Each input the model takes, by name, converted to its signature type; `ColumnMismatch` if not.
+
+    The id is the optional input the model echoes; other optional inputs (protected attributes kept for
+    fairness monitoring, never used by the model) are sent when the input has them.
+    """
     specs = [spec for spec in inputs.inputs if isinstance(spec, ColSpec) and spec.name]
-    optional = [str(spec.name) for spec in specs if not spec.required]
+    echoed = {spec.name for spec in outputs.inputs}
+    optional = [str(spec.name) for spec in specs if not spec.required and spec.name in echoed]
     if len(optional) != 1:
         raise ColumnMismatch("the model's signature has no optional id column to key the output by")
     id_column = optional[0]
     types = {field.name: field.dataType for field in found.fields}
-    missing = [str(spec.name) for spec in specs if spec.name not in types]
+    needed = [str(spec.name) for spec in specs if spec.required or spec.name == id_column]
+    missing = [name for name in needed if name not in types]
     if missing:
         raise ColumnMismatch(f"missing column(s) {missing}")
+    sent = [spec for spec in specs if spec.name in types]
     columns = {
         str(spec.name): _converted(str(spec.name), types[str(spec.name)], spark_type(spec.type)).alias(
             str(spec.name)
         )
-        for spec in specs
+        for spec in sent
     }
     identifier = columns.pop(id_column)
-    wanted = {str(spec.name) for spec in specs}
+    wanted = {str(spec.name) for spec in sent}
     return Plan(id_column, identifier, list(columns.values()), [n for n in types if n not in wanted])

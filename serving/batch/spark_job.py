@@ -16,10 +16,10 @@ from mlflow.models import ModelSignature
 from py4j.protocol import Py4JError
 from pyspark import cloudpickle
 from pyspark.errors import PySparkException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as sf
 from pyspark.sql import types as st
-from pyspark.sql.pandas.types import to_arrow_type
+from pyspark.sql.pandas.types import to_arrow_schema, to_arrow_type
 from sqlalchemy import Engine
 
 from logstore.database import make_engine, migrate
@@ -32,6 +32,7 @@ from serving.batch.plan import BatchFailed, Job, input_digest, literal, mlflow_r
 
 SCORED = "_scored"
 TASKS_PER_CORE = 4
+MIN_SPLIT_BYTES = 1 << 20
 SPARK_ERRORS = (PySparkException, Py4JError)
 
 
@@ -56,6 +57,13 @@ def session(job: Job) -> tuple[SparkSession, bool]:
 def read(spark: SparkSession, job: Job) -> DataFrame:
     """The input as Spark sees it: Parquet with its own types, CSV as text (converted by the plan)."""
     try:
+        # Splits of at most a task's share of the bytes: the cores read in parallel, with no shuffle to
+        # spread the rows (Spark's 128 MiB default reads a 100 MiB file as one task). Parquet splits only
+        # between row groups, so a file of fewer groups than tasks is still spread by `_inputs`.
+        fs, where = _fs(spark, job.input)
+        size = int(fs.getContentSummary(where).getLength())
+        share = max(MIN_SPLIT_BYTES, size // (TASKS_PER_CORE * spark.sparkContext.defaultParallelism))
+        spark.conf.set("spark.sql.files.maxPartitionBytes", str(share))
         if job.input_format == "csv":
             return spark.read.option("header", True).option("mode", "FAILFAST").csv(job.input)
         return spark.read.parquet(job.input)
@@ -69,6 +77,12 @@ def _fs(spark: SparkSession, path: str) -> tuple[Any, Any]:
     assert jvm is not None
     where = jvm.org.apache.hadoop.fs.Path(path)
     return where.getFileSystem(spark._jsc.hadoopConfiguration()), where
+
+
+def qualified(spark: SparkSession, path: str) -> str:
+    """`path` as Hadoop resolves it on the driver: a scheme, and absolute (`file:/work/out` for `out`)."""
+    fs, where = _fs(spark, path)
+    return str(fs.makeQualified(where).toString())
 
 
 def exists(spark: SparkSession, path: str) -> bool:
@@ -111,13 +125,13 @@ def open_log(url: str) -> Engine:
     return engine
 
 
-def scored_frame(
+def _inputs(
     spark: SparkSession, job: Job, signature: ModelSignature, source: DataFrame
-) -> tuple[Plan, DataFrame]:
-    """The id, the model's inputs and the UDF's struct per row (lazy: nothing runs yet)."""
+) -> tuple[Plan, DataFrame, st.StructType]:
+    """The id and the model's inputs per row, spread over the cores, and the answer's Spark type."""
     assert signature.inputs is not None and signature.outputs is not None
     try:
-        columns = plan(source.schema, signature.inputs)
+        columns = plan(source.schema, signature.inputs, signature.outputs)
     except ColumnMismatch as exc:
         raise BatchFailed(f"--input: {exc}") from None
     leave_out = {columns.id_column} | (set() if job.params.get("explain", True) else {"contributions"})
@@ -128,6 +142,13 @@ def scored_frame(
     tasks = TASKS_PER_CORE * spark.sparkContext.defaultParallelism
     if inputs.rdd.getNumPartitions() < tasks:
         inputs = inputs.repartition(tasks)
+    return columns, inputs, result
+
+
+def scored_frame(
+    spark: SparkSession, job: Job, columns: Plan, inputs: DataFrame, result: st.StructType
+) -> DataFrame:
+    """The id, the model's inputs and the answer's struct per row (lazy: nothing runs yet)."""
     if job.scorer == "arrow":
         cloudpickle.register_pickle_by_value(arrow)  # The executors need only the model's requirements.
         score = arrow.scorer(
@@ -135,7 +156,7 @@ def scored_frame(
             tracking=mlflow.get_tracking_uri(), registry=mlflow.get_registry_uri(),
         )  # fmt: skip
         schema = st.StructType([*inputs.schema.fields, st.StructField(SCORED, result)])
-        return columns, inputs.mapInArrow(score, schema)
+        return inputs.mapInArrow(score, schema)
     try:
         udf = mlflow.pyfunc.spark_udf(
             spark, job.uri, result_type=result, params=job.params, env_manager=job.env_manager
@@ -143,7 +164,46 @@ def scored_frame(
     except MlflowException as exc:
         raise BatchFailed(f"--model: {job.uri}: {exc.message}") from None
     names = [name for name in inputs.columns if name != columns.id_column]
-    return columns, inputs.withColumn(SCORED, udf(sf.struct(*[sf.col(f"`{n}`") for n in names])))
+    return inputs.withColumn(SCORED, udf(sf.struct(*[sf.col(f"`{n}`") for n in names])))
+
+
+def constants(job: Job, started: datetime) -> dict[str, Any]:
+    """The columns every output row ends with: which model answered, and when the job started."""
+    return {"model_name": job.model, "model_version": job.version, "scored_at": started}
+
+
+def _literals(fixed: dict[str, Any]) -> list[Column]:
+    return [sf.lit(value).alias(name) for name, value in fixed.items()]
+
+
+def written_by_tasks(
+    spark: SparkSession,
+    job: Job,
+    columns: Plan,
+    inputs: DataFrame,
+    result: st.StructType,
+    *,
+    folder: str,
+    started: datetime,
+) -> int:
+    """Score on the Arrow path, each task writing its own Parquet file into `folder`; the rows written."""
+    fixed = constants(job, started)
+    # The constants' types as Spark's own writer gives them, so both writers write one schema.
+    literal_types = spark.range(0).select(*_literals(fixed)).schema.fields
+    schema = st.StructType([inputs.schema[columns.id_column], *result.fields, *literal_types])
+    cloudpickle.register_pickle_by_value(arrow)
+    write = arrow.writer(
+        job.uri, job.params, to_arrow_type(result), to_arrow_schema(schema, timezone="UTC"), folder=folder,
+        id_column=columns.id_column, constants=fixed,
+        tracking=mlflow.get_tracking_uri(), registry=mlflow.get_registry_uri(),
+    )  # fmt: skip
+    done = inputs.mapInArrow(write, "part int, rows long").collect()
+    rows = sum(int(row["rows"]) for row in done)
+    if rows == 0:  # No task wrote a file: an empty one keeps the schema readable.
+        spark.createDataFrame([], schema).write.mode("append").parquet(folder)
+    else:
+        arrow.mark_done(folder)
+    return rows
 
 
 def _log_rows(scored: DataFrame) -> Iterator[dict[str, Any]]:
@@ -162,38 +222,44 @@ def run(job: Job, signature: ModelSignature, *, say: Callable[[str], None]) -> i
         if not job.overwrite and exists(spark, job.output):
             raise BatchFailed(f"--output: {job.output} already exists; remove it or pass --overwrite")
         source = read(spark, job)
-        columns, scored = scored_frame(spark, job, signature, source)
         started = datetime.now(UTC)
-        output = scored.select(
-            sf.col(f"`{columns.id_column}`"),
-            f"{SCORED}.*",
-            sf.lit(job.model).alias("model_name"),
-            sf.lit(job.version).alias("model_version"),
-            sf.lit(started).alias("scored_at"),
-        )
+        # Without a log to fill, the Arrow path's tasks write the output themselves where pyarrow reaches it.
+        folder = qualified(spark, staging)  # Executors do not share the driver's working directory.
+        by_tasks = job.scorer == "arrow" and engine is None and arrow.can_write(folder)
+        columns, inputs, result = _inputs(spark, job, signature, source)
+        scored = None if by_tasks else scored_frame(spark, job, columns, inputs, result)
         say(
             f"scoring {job.input} with {job.uri} ({job.model}{job.target}) on {spark.sparkContext.master}"
             + (f"; not sent to the model: {columns.left_aside}" if columns.left_aside else "")
         )
         with mlflow_run(job) as run_id:
             clock = time.perf_counter()
-            if engine is not None:
+            if engine is not None and scored is not None:
                 scored = scored.persist()  # Scored once: for the output, then for the log.
             try:
-                output.write.parquet(staging)
-                rows = spark.read.parquet(literal(staging)).count()
-                seconds = time.perf_counter() - clock
                 logged = None
-                if engine is not None:
-                    logged = _append(
-                        engine, job, columns, scored, started=started, seconds=seconds, rows=rows, say=say
+                if scored is None:
+                    rows = written_by_tasks(
+                        spark, job, columns, inputs, result, folder=folder, started=started
                     )
+                    seconds = time.perf_counter() - clock
+                else:
+                    output = scored.select(
+                        sf.col(f"`{columns.id_column}`"), f"{SCORED}.*", *_literals(constants(job, started))
+                    )
+                    output.write.parquet(staging)
+                    rows = spark.read.parquet(literal(staging)).count()
+                    seconds = time.perf_counter() - clock
+                    if engine is not None:
+                        logged = _append(
+                            engine, job, columns, scored, started=started, seconds=seconds, rows=rows, say=say
+                        )
                 move_into_place(spark, staging, job.output, overwrite=job.overwrite)
             except SPARK_ERRORS as exc:
                 message, status = spark_message(exc)
                 raise BatchFailed(message, status) from None
             finally:
-                if engine is not None:
+                if engine is not None and scored is not None:
                     scored.unpersist()
                 remove(spark, staging)
             _record(job, spark, rows=rows, seconds=seconds, logged=logged)

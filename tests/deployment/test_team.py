@@ -348,7 +348,7 @@ def test_a_rollout_puts_each_person_on_one_version_on_both_replicas_and_reaches_
 ) -> None:
     client = team.client()
     production = client.get_model_version_by_alias(MODEL, "production")
-    canary = retrain(team, seed=7)
+    canary = retrain(team, seed=11)  # 8.1% of decisions flip at this budget (test_champion_challenger: why).
     stop = threading.Event()
 
     ready: dict[str, float] = {}  # When each replica's canary backend answered.

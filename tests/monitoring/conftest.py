@@ -14,10 +14,11 @@ __all__ = ["log_db", "log_engine", "served", "start_proxy", "workdir"]
 
 
 def holdout_of(name: str) -> pd.DataFrame:
-    """The rows training held out (the training job's split): id, features and the target as 0/1."""
+    """The rows training held out: id, features, target as 0/1, and the protected attributes clients send."""
     config = load_config(name)
     dataset = load_dataset(config)
-    frame = pd.concat([dataset.ids, dataset.features], axis=1)
+    monitored = [feature.name for feature in dataset.monitored]
+    frame = pd.concat([dataset.ids, dataset.features, dataset.sensitive[monitored]], axis=1)
     _, rows, _, target = train_test_split(
         frame,
         dataset.target,

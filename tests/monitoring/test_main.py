@@ -92,7 +92,7 @@ def test_holdout_traffic_is_not_flagged_and_the_report_is_complete(
     status, summary = drift(served, log_db, tmp_path, "--until", traffic["until"].isoformat())
     assert (status, summary["drifted"]) == (0, []), summary["drifted"]
     assert summary["rows"] == 294 and summary["version"] == 1
-    assert len(summary["features"]) == 30 and len(summary["explanations"]) == 30
+    assert len(summary["features"]) == 27 and len(summary["explanations"]) == 27
     report = next(tmp_path.glob("*/report.html")).read_text()
     assert "No drift found" in report and report.count("data:image/png;base64,") >= 14
     assert "http://" not in report and "https://" not in report and "<script" not in report  # Offline.

@@ -13,7 +13,7 @@ from tests.conftest import config_with, register_again
 from training.config import DataConfig
 from training.job import TrainingOutcome, train
 
-WEAK_FEATURES = {"Gender", "HourlyRate", "PerformanceRating"}
+WEAK_FEATURES = {"DailyRate", "HourlyRate", "PerformanceRating"}
 
 
 @pytest.fixture

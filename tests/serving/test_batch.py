@@ -170,6 +170,26 @@ def test_the_command_reads_a_parquet_folder_and_keeps_params(
     assert [[dict(r) for r in found] for found in written["reasons"]] == list(expected["reasons"])
 
 
+def test_without_a_log_the_tasks_write_the_output_as_spark_would(
+    spark: SparkSession, attrition: TrainingOutcome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    csv = str(REPO / "data" / "attrition.csv")
+    by_tasks, by_spark = tmp_path / "tasks", tmp_path / "spark"
+    assert main(["--model", "attrition", "--version", attrition.version, "--input", csv,
+                 "--output", str(by_tasks)]) == 0  # fmt: skip
+    names = sorted(path.name for path in by_tasks.iterdir())
+    assert names == ["_SUCCESS", *(f"part-{i:05d}.parquet" for i in range(len(names) - 1))]  # Nothing aside.
+    # Where pyarrow cannot reach the output (`s3a://`, `dbfs:/`), Spark's own writer writes it.
+    assert arrow.can_write(f"file:{tmp_path}") and not arrow.can_write("s3a://bucket/scored")
+    monkeypatch.setattr(arrow, "can_write", lambda location: False)
+    assert main(["--model", "attrition", "--version", attrition.version, "--input", csv,
+                 "--output", str(by_spark)]) == 0  # fmt: skip
+    assert spark.read.parquet(str(by_tasks)).schema == spark.read.parquet(str(by_spark)).schema
+    mine, theirs = (pd.read_parquet(path).sort_values("employee_id") for path in (by_tasks, by_spark))
+    assert list(mine.columns) == list(theirs.columns) and len(mine) == len(theirs) == 1470
+    assert_same(mine, theirs.assign(contributions=[dict(c) for c in theirs["contributions"]]), "employee_id")
+
+
 @pytest.mark.parametrize(("name", "id_column"), [("attrition", "employee_id"), ("credit", "client_id")])
 def test_the_arrow_path_answers_as_spark_udf_does(
     spark: SparkSession, request: pytest.FixtureRequest, tmp_path: Path, name: str, id_column: str
@@ -202,8 +222,8 @@ def _bad(tmp_path: Path, data: pd.DataFrame, suffix: str = ".csv") -> Path:
 @pytest.mark.parametrize(
     ("change", "suffix", "message"),
     [
-        (lambda d: d.drop(columns=["Age", "OverTime"]), ".csv",
-         "--input: missing column(s) ['Age', 'OverTime']"),
+        (lambda d: d.drop(columns=["JobLevel", "OverTime"]), ".csv",
+         "--input: missing column(s) ['JobLevel', 'OverTime']"),
         (lambda d: d.assign(Age=d["Age"].astype(str).where(d.index != 7, "forty")), ".csv",
          "--input: column 'Age': value 'forty' is not a bigint"),
         (lambda d: d.assign(OverTime=(d["OverTime"] == "Yes")), ".parquet",

@@ -33,11 +33,14 @@ ROWS_PER_REQUEST = 10
 def contest(
     client: MlflowClient, attrition: TrainingOutcome, tmp_path_factory: pytest.TempPathFactory
 ) -> str:
-    """Version 1 (the session's model) in Production; 2, retrained with seed 7; 3, on shuffled labels."""
+    """Version 1 (the session's model) in Production; 2, retrained with seed 11; 3, on shuffled labels."""
     name = f"contest-{uuid.uuid4().hex[:8]}"
     register_again(client, attrition, name)
     config = load_config("attrition").model_copy(update={"model_name": name})
-    reseeded = config.model_copy(update={"search": config.search.model_copy(update={"seed": 7})})
+    # At this budget seed 11 flips 8.1% of the 1,470 decisions of seed 42's model. Seed 7, used before the
+    # protected attributes left the inputs, now flips 13.0%: too near the 0.15 limit for 150-row steps;
+    # seed 3 flips 6.9%, but its holdout split reads 0.013 lower ROC AUC, which the holdout gate refuses.
+    reseeded = config.model_copy(update={"search": config.search.model_copy(update={"seed": 11})})
     assert train(reseeded, **RETRAIN).version == "2"
     data = pd.read_csv(config.data.path)
     data[config.data.target] = data[config.data.target].sample(frac=1.0, random_state=0).to_numpy()

@@ -15,8 +15,15 @@ from training.errors import DataError
 def test_attrition_schema_matches_the_csv() -> None:
     dataset = load_dataset(config_with("attrition"))
     types = {f.name: f.type for f in dataset.schema}
-    assert len(types) == 30 and "Attrition" not in types and "employee_id" not in types
-    assert types["Age"] == "long" and types["OverTime"] == "string"
+    assert len(types) == 27 and "Attrition" not in types and "employee_id" not in types
+    assert types["TotalWorkingYears"] == "long" and types["OverTime"] == "string"
+    # Protected attributes are not inputs: kept for the fairness figures, and accepted for monitoring.
+    assert not {"Age", "Gender", "MaritalStatus"} & set(types)
+    assert {f.name: f.type for f in dataset.monitored} == {
+        "Gender": "string",
+        "MaritalStatus": "string",
+        "Age": "long",
+    }
     assert dataset.positive_label == "Yes" and dataset.negative_label == "No"
     assert dataset.target.sum() == 237
     assert len(dataset.sha256) == 64
@@ -33,7 +40,8 @@ def _with_data(tmp_path: Path, frame: pd.DataFrame, **data: object) -> object:
     path = tmp_path / "d.csv"
     frame.to_csv(path, index=False)
     base = config_with("attrition")
-    return base.model_copy(update={"data": base.data.model_copy(update={"path": path, **data})})
+    update = {"path": path, "drop_columns": (), **data}
+    return base.model_copy(update={"data": base.data.model_copy(update=update)})
 
 
 @pytest.mark.parametrize(

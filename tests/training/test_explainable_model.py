@@ -37,6 +37,9 @@ def predict(model: PyFuncModel, rows: pd.DataFrame, params: dict[str, Any] | Non
     return result
 
 
+PROTECTED = {"Age", "Gender", "MaritalStatus", "Marital"}  # The shipped configs' `protected:`.
+
+
 def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
@@ -46,9 +49,12 @@ def test_signature_has_typed_columns_optional_id_and_params(
 ) -> None:
     signature = attrition_model.metadata.signature
     columns = {c.name: c for c in signature.inputs.inputs}
-    assert len(columns) == 31
-    assert columns["Age"].type.name == "long" and columns["OverTime"].type.name == "string"
-    assert columns["Age"].required and not columns["employee_id"].required
+    assert len(columns) == 31  # 27 inputs, the optional id and the 3 protected attributes.
+    assert columns["TotalWorkingYears"].type.name == "long" and columns["OverTime"].type.name == "string"
+    assert columns["TotalWorkingYears"].required and not columns["employee_id"].required
+    # Protected attributes are accepted (for fairness monitoring), never required, never used.
+    assert columns["Age"].type.name == "long"
+    assert not any(columns[name].required for name in ("Age", "Gender", "MaritalStatus"))
     params = {p.name: p for p in signature.params.params}
     assert params["threshold"].default == pytest.approx(attrition.threshold)
     assert params["explain"].default is True and params["top_k"].default == 0
@@ -79,7 +85,8 @@ def test_output_and_additivity(
     assert result["score"].between(0, 1, inclusive="neither").all()
     totals = result["base_value"] + result["contributions"].map(lambda c: sum(c.values()))
     np.testing.assert_allclose(totals, logit(result["score"].to_numpy()), atol=1e-4)
-    assert set(result["contributions"][0]) == set(rows.columns) - {id_column}
+    required = {c.name for c in model.metadata.signature.inputs.inputs if c.required}
+    assert set(result["contributions"][0]) == required == set(rows.columns) - {id_column} - PROTECTED
     given = [*result["base_value"], *(v for c in result["contributions"] for v in c.values())]
     assert all(round(value, 8) == value for value in given)  # 8 decimals, not float32's 17 digits.
     positive = frame[target].unique()

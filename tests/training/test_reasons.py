@@ -40,14 +40,14 @@ def config_file(tmp_path: Path, **reasons: object) -> Path:
     ("change", "said"),
     [
         (lambda c: {"exclude": [*c["exclude"], "Salary"]},
-         "reasons.exclude: 'Salary' is not a model input (inputs: Age, "),
-        (lambda c: {"catalogue": {k: v for k, v in c["catalogue"].items() if k not in {"Age", "Gender"}}},
-         "reasons: no entry for model input(s) Age, Gender: add each to reasons.catalogue or reasons.exc"),
-        (lambda c: {"catalogue": {**c["catalogue"], "Gender": {"code": "AGE", "statement": "Gender"}}},
-         ": reasons: code 'AGE' is given to both Age and Gender"),
+         "reasons.exclude: 'Salary' is not a model input (inputs: BusinessTravel, "),
+        (lambda c: {"catalogue": {k: v for k, v in c["catalogue"].items() if k not in {"Department", "JobRole"}}},  # noqa: E501
+         "reasons: no entry for model input(s) Department, JobRole: add each to reasons.catalogue or"),
+        (lambda c: {"catalogue": {**c["catalogue"], "Department": {"code": "TRAVEL", "statement": "x"}}},
+         ": reasons: code 'TRAVEL' is given to both BusinessTravel and Department"),
         (lambda c: {"exclude": ["OverTime"]}, ": reasons: OverTime is both in the catalogue and excluded"),
-        (lambda c: {"catalogue": {**c["catalogue"], "Age": {"code": "age!", "statement": "x"}}},
-         "reasons.catalogue.Age.code: String should match pattern"),
+        (lambda c: {"catalogue": {**c["catalogue"], "JobRole": {"code": "role!", "statement": "x"}}},
+         "reasons.catalogue.JobRole.code: String should match pattern"),
     ],
 )  # fmt: skip
 def test_a_bad_catalogue_stops_training_in_one_line_naming_it(

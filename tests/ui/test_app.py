@@ -74,8 +74,11 @@ def test_score_by_id_shows_the_risk_the_reasons_and_a_what_if(attrition_app: App
 def test_the_form_is_built_from_the_signature_and_scores(attrition_app: AppTest) -> None:
     at = attrition_app
     assert at.selectbox(key="form_OverTime").options == ["No", "Yes"]
-    age = at.number_input(key="form_Age")
-    assert (age.min, age.max) == (18, 60)  # The training range (both ends are in the training rows).
+    years = at.number_input(key="form_TotalWorkingYears")
+    assert (years.min, years.max) == (0, 40)  # The training range (both ends are in the training rows).
+    # Protected attributes are not inputs: the form never asks for them.
+    keys = {widget.key for widget in [*at.number_input, *at.selectbox]}
+    assert "form_TotalWorkingYears" in keys and not {"form_Age", "form_Gender", "form_MaritalStatus"} & keys
     at.selectbox(key="form_OverTime").select("Yes")
     at.button(key="score_form").click().run()
     assert not at.exception and not at.error
@@ -178,7 +181,7 @@ def test_drift_page_shows_the_latest_report(
             assert [m.value for m in at.main.success] == ["No drift found."] and not at.error
         else:
             assert len(at.error) == 1 and at.error[0].value.startswith("Drift: ")
-        assert len(at.dataframe[0].value) == 30
+        assert len(at.dataframe[0].value) == 27  # Every model input: the protected attributes are not inputs.
 
 
 def test_challenger_page_shows_the_flips_with_both_versions_reasons(
