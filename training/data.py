@@ -113,6 +113,9 @@ def load_dataset(config: UseCaseConfig) -> Dataset:
     _require_columns(frame, "id_column", [spec.id_column])
     _require_columns(frame, "drop_columns", list(spec.drop_columns))
     _require_columns(frame, "categorical_columns", list(spec.categorical_columns))
+    missing = [name for name in config.protected if name not in frame.columns]
+    if missing:  # A misspelt name would protect nothing.
+        raise DataError(f"protected: column(s) {missing} not in the CSV (has {list(frame.columns)})")
 
     target = frame[spec.target]
     if target.isna().any():

@@ -49,6 +49,15 @@ def test_a_protected_input_stops_training_in_one_line_naming_it_and_the_setting(
     )
 
 
+def test_a_misspelt_protected_attribute_stops_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--config", str(credit_config(tmp_path, protected=["Age", "Martial"]))]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: protected: column(s) ['Martial'] not in the CSV (has [")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     ("justified", "said"),
     [
