@@ -231,9 +231,9 @@ def _live_fairness(
     The candidate's own report where it served traffic (a canary), else its predecessor's in Production:
     how the service treats the people it actually scores, which the holdout may not resemble.
     """
-    for version in (candidate, current):
-        found = latest_report(client, "fairness", name, version) if version is not None else None
-        if found is None or version is None:
+    for version in (v for v in (candidate, current) if v is not None):
+        found = latest_report(client, "fairness", name, version)
+        if found is None:
             continue
         flagged = [item for item in found.data.tags.get("flagged", "none").split(",") if item != "none"]
         ratios = ", ".join(
