@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline
 from sklearn.tree import DecisionTreeClassifier
+from threadpoolctl import threadpool_limits
 
 from registry_scripts import fairness
 from training.features import tree_preprocessor
@@ -52,42 +53,51 @@ def proxies(
     seed: int,
 ) -> dict[str, Any]:
     """Per protected attribute: how well each input, and all inputs together, predict its groups (CV)."""
-    found: dict[str, Any] = {}
-    for name, attribute in policy.attributes.items():
-        if name not in attributes.columns:
-            continue
-        groups = fairness.groups(attributes[name], attribute).astype(str).to_numpy()
-        kept = groups != fairness.MISSING
-        labels, counts = np.unique(groups[kept], return_counts=True)
-        # Every group must reach every fold; the smallest ones are too few to learn or to score.
-        usable = labels[counts >= 2 * PROXY_FOLDS]
-        kept &= np.isin(groups, usable)
-        if len(usable) < 2:
-            found[name] = {"groups": usable.tolist(), "all_inputs": None, "by_input": {}}
-            continue
-        rows, target = X[kept], groups[kept]
-        # A justified protected input is left out: it would stand in for itself.
-        others = ([c for c in numeric if c != name], [c for c in categorical if c != name])
-        by_input = {
-            column: _predictability(
-                _proxy_model(
-                    [column] if column in numeric else [], [column] if column in categorical else [],
-                    alone=True, seed=seed,
-                ),
-                rows[[column]], target, seed,
-            )
-            for column in [*others[0], *others[1]]
+    # One OpenMP thread: these fits are small, and on shared cores (CI, a busy laptop) every barrier of
+    # HistGradientBoosting waits for a descheduled thread: 87 s against 18 s beside four busy processes.
+    with threadpool_limits(limits=1, user_api="openmp"):
+        found = {
+            name: _proxies_of(X, fairness.groups(attributes[name], attribute).astype(str).to_numpy(),
+                              name=name, numeric=numeric, categorical=categorical, seed=seed)
+            for name, attribute in policy.attributes.items()
+            if name in attributes.columns
         }  # fmt: skip
-        together = _predictability(
-            _proxy_model(*others, alone=False, seed=seed), rows[[*others[0], *others[1]]], target, seed
-        )
-        found[name] = {
-            "groups": usable.tolist(),
-            "rows": int(kept.sum()),
-            "all_inputs": together,
-            "by_input": dict(sorted(by_input.items(), key=lambda item: -item[1])),
-        }
     return {"folds": PROXY_FOLDS, "strong": STRONG_PROXY, "attributes": found}
+
+
+def _proxies_of(
+    X: pd.DataFrame, groups: np.ndarray, *, name: str, numeric: list[str], categorical: list[str], seed: int
+) -> dict[str, Any]:
+    """How well each input, and all inputs together, predict one attribute's groups."""
+    kept = groups != fairness.MISSING
+    labels, counts = np.unique(groups[kept], return_counts=True)
+    # Every group must reach every fold; the smallest ones are too few to learn or to score.
+    usable = labels[counts >= 2 * PROXY_FOLDS]
+    kept &= np.isin(groups, usable)
+    if len(usable) < 2:
+        return {"groups": usable.tolist(), "all_inputs": None, "by_input": {}}
+    rows, target = X[kept], groups[kept]
+    # A justified protected input is left out: it would stand in for itself.
+    others = ([c for c in numeric if c != name], [c for c in categorical if c != name])
+    by_input = {
+        column: _predictability(
+            _proxy_model(
+                [column] if column in numeric else [], [column] if column in categorical else [],
+                alone=True, seed=seed,
+            ),
+            rows[[column]], target, seed,
+        )
+        for column in [*others[0], *others[1]]
+    }  # fmt: skip
+    together = _predictability(
+        _proxy_model(*others, alone=False, seed=seed), rows[[*others[0], *others[1]]], target, seed
+    )
+    return {
+        "groups": usable.tolist(),
+        "rows": int(kept.sum()),
+        "all_inputs": together,
+        "by_input": dict(sorted(by_input.items(), key=lambda item: -item[1])),
+    }
 
 
 def reweighing(attributes: pd.DataFrame, y: np.ndarray, policy: fairness.FairnessPolicy) -> np.ndarray:
