@@ -129,12 +129,13 @@ def writer(
         part = context.partitionId() if context is not None else 0
         path = f"{base}/part-{part:05d}.parquet"
         aside = f"{base}/.part-{part:05d}.parquet.incomplete"
+        scalars = [pa.scalar(value, schema.field(key).type) for key, value in constants.items()]
         rows, out = 0, None
         try:
             for batch in batches:
                 answered = answer(batch)
                 size = batch.num_rows
-                fixed = [pa.array([value] * size, schema.field(key).type) for key, value in constants.items()]
+                fixed = [pa.repeat(value, size) for value in scalars]
                 table = pa.Table.from_arrays(
                     [batch.column(id_column), *answered.flatten(), *fixed], schema=schema
                 )
