@@ -246,7 +246,10 @@ class Batcher:
             return
         job.done.set_result(Call(reply, upstream_ms, 1, len(job.rows.data), (started - job.queued) * 1000))
 
-    async def close(self) -> None:
-        """Wait for the calls in flight (their requests are being answered)."""
+    async def close(self, *, cancel: bool = False) -> None:
+        """Wait for the calls in flight (their requests are being answered), or (`cancel`) stop them."""
+        if cancel:
+            for task in self._tasks:
+                task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)

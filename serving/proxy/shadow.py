@@ -165,13 +165,13 @@ class Shadow:
             logger.warning("shadow: request %s not logged: %s", job.request_id, exc.message)
 
     async def close(self) -> None:
-        """Stop the workers (queued jobs are not shadowed) and the challenger's backends."""
+        """Stop the workers and their calls (no client waits on them) and the challenger's backends."""
         for worker in self._workers:
             worker.cancel()
         for worker in self._workers:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
         if self._batcher is not None and self._own_batcher:
-            await self._batcher.close()
+            await self._batcher.close(cancel=True)  # A hung challenger does not hold up a shutdown.
         if self._own:
             await self.supervisor.close()

@@ -242,6 +242,7 @@ class FakeBackend(ThreadingHTTPServer):
         self.bodies: list[bytes] = []
         self.threshold = threshold
         self.delay = 0.0  # Seconds each call takes, to keep the proxy's call slot busy.
+        self.gate: threading.Event | None = None  # When given, calls wait until it is set (60 s at most).
         self.refuse: str | None = None  # A body holding this text is answered 400, as MLflow refuses.
 
 
@@ -265,6 +266,8 @@ class _FakeBackendHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         self.server.bodies.append(body)
         time.sleep(self.server.delay)
+        if self.server.gate is not None:
+            self.server.gate.wait(60)
         if self.server.refuse is not None and self.server.refuse.encode() in body:
             message = f"Failed to predict data. Error: the model refuses {self.server.refuse!r}"
             self._answer(400, json.dumps({"error_code": "BAD_REQUEST", "message": message}).encode())
