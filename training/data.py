@@ -82,7 +82,7 @@ def _column_type(series: pd.Series) -> ColumnType:
 def _require_columns(frame: pd.DataFrame, field: str, columns: list[str]) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise DataError(f"data.{field}: column(s) {missing} not in the CSV (has {list(frame.columns)})")
+        raise DataError(f"{field}: column(s) {missing} not in the CSV (has {list(frame.columns)})")
 
 
 def _sensitive(frame: pd.DataFrame, config: UseCaseConfig) -> pd.DataFrame:
@@ -109,13 +109,11 @@ def load_dataset(config: UseCaseConfig) -> Dataset:
         frame = pd.read_csv(spec.path)
     except (ValueError, UnicodeDecodeError) as exc:
         raise DataError(f"data.path: {spec.path} is not a readable CSV: {exc}") from exc
-    _require_columns(frame, "target", [spec.target])
-    _require_columns(frame, "id_column", [spec.id_column])
-    _require_columns(frame, "drop_columns", list(spec.drop_columns))
-    _require_columns(frame, "categorical_columns", list(spec.categorical_columns))
-    missing = [name for name in config.protected if name not in frame.columns]
-    if missing:  # A misspelt name would protect nothing.
-        raise DataError(f"protected: column(s) {missing} not in the CSV (has {list(frame.columns)})")
+    _require_columns(frame, "data.target", [spec.target])
+    _require_columns(frame, "data.id_column", [spec.id_column])
+    _require_columns(frame, "data.drop_columns", list(spec.drop_columns))
+    _require_columns(frame, "data.categorical_columns", list(spec.categorical_columns))
+    _require_columns(frame, "protected", list(config.protected))  # A misspelt name would protect nothing.
 
     target = frame[spec.target]
     if target.isna().any():

@@ -36,7 +36,7 @@ from training.data import Dataset, load_dataset
 from training.errors import ConfigError
 from training.evaluation import choose_threshold, classification_metrics
 from training.features import encoded_to_raw
-from training.search import SearchResult, baseline_pipeline, folds, oof_scores, tune, xgb_pipeline
+from training.search import SearchResult, baseline_pipeline, folds, oof_scores, tune, weighted, xgb_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +314,7 @@ def _evaluate(
     """Fit the final pipeline (with the search's weights) and the baseline; CV and holdout metrics of both."""
     numeric, categorical, costs = dataset.numeric, dataset.categorical, config.costs
     model = xgb_pipeline(numeric, categorical, searched.result.params, config.search.seed)
-    model.fit(split.X_train, split.y_train, **({} if weights is None else {"model__sample_weight": weights}))
+    model.fit(split.X_train, split.y_train, **weighted(weights))
     baseline = baseline_pipeline(numeric, categorical).fit(split.X_train, split.y_train)
     hold_scores = model.predict_proba(split.X_hold)[:, 1]
     baseline_hold = baseline.predict_proba(split.X_hold)[:, 1]

@@ -90,8 +90,13 @@ def oof_scores(
     sample_weight: np.ndarray | None = None,
 ) -> np.ndarray:
     """Out-of-fold probabilities of the positive class; each fold fitted with its rows' weights if given."""
-    params = {} if sample_weight is None else {"model__sample_weight": sample_weight}
-    return cross_val_predict(pipeline, X, y, cv=cv, method="predict_proba", params=params)[:, 1]
+    scores = cross_val_predict(pipeline, X, y, cv=cv, method="predict_proba", params=weighted(sample_weight))
+    return scores[:, 1]
+
+
+def weighted(sample_weight: np.ndarray | None) -> dict[str, Any]:
+    """The fit parameters that pass rows' weights to a pipeline's model; none without weights."""
+    return {} if sample_weight is None else {"model__sample_weight": sample_weight}
 
 
 def tune(
