@@ -75,7 +75,7 @@ def test_a_justification_names_a_protected_attribute_and_says_why(
 
 @pytest.mark.integration
 def test_a_justified_protected_input_is_trained_and_its_justification_is_in_the_card(
-    tmp_path: Path, client: MlflowClient
+    tmp_path: Path, client: MlflowClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     shipped = yaml.safe_load((REPO / "training" / "configs" / "credit.yaml").read_text())
     catalogue = {**shipped["reasons"]["catalogue"], "Age": {"code": "AGE", "statement": "Age"}}
@@ -83,8 +83,12 @@ def test_a_justified_protected_input_is_trained_and_its_justification_is_in_the_
         tmp_path, model_name="credit-with-age", protected_inputs={"Age": JUSTIFICATION},
         data={**shipped["data"], "path": str(REPO / "data" / "credit.csv"), "drop_columns": ["Marital"]},
         reasons={**shipped["reasons"], "catalogue": catalogue},
+        fairness={**shipped["fairness"], "mitigation": "reweigh"},  # The same run trains reweighed.
     )  # fmt: skip
-    outcome = train(load_config(str(path)), trials=1, cv_folds=2)
+    with caplog.at_level("INFO", logger="training.job"):
+        outcome = train(load_config(str(path)), trials=1, cv_folds=2)
+    assert "reweighing training rows by group" in caplog.text
+    assert client.get_run(outcome.run_id).data.params["fairness.mitigation"] == "reweigh"
     signature = mlflow.pyfunc.load_model(f"models:/credit-with-age/{outcome.version}").metadata.signature
     required = {column.name for column in signature.inputs.inputs if column.required}
     optional = {column.name for column in signature.inputs.inputs if not column.required}
@@ -92,6 +96,7 @@ def test_a_justified_protected_input_is_trained_and_its_justification_is_in_the_
     card = mlflow.artifacts.load_text(f"runs:/{outcome.run_id}/model_card/model_card.md")
     assert "| used as inputs | Age |" in card and f"| why Age is an input | {JUSTIFICATION} |" in card
     assert "| accepted for monitoring only | Marital |" in card
+    assert "| mitigation at training | reweigh |" in card
     assert "| proxies of Marital | all inputs together 0." in card  # Age itself is left out of its own.
     assert "proxies of Age" in card
 
